@@ -1,0 +1,74 @@
+//! # queue-fsm: raftq's queue state machine
+//!
+//! Every manager applies the same committed commands to this state machine and must reach the
+//! same state. So it is pure: no clock (time arrives as the entry's stamp, and the machine's
+//! clock is the largest stamp seen), no randomness, no I/O besides its own store, no iteration
+//! over hash maps. It decides; the node carries out (wakes waiters, schedules the next Tick).
+//!
+//! ## Layout
+//! - [`ids`]: newtype ids (`JobKey`, `FenceToken`, `RunnerId`, `RequestId`).
+//! - [`job`]: the job model; `JobState` carries each state's data.
+//! - [`command`]: commands, responses, refusals.
+//! - [`limits`]: every bound, named, and input validation.
+//! - [`store`]: the storage trait, in-memory and RocksDB stores, and the write overlay.
+//! - `keys`: byte layouts of index keys.
+//! - [`fsm`]: open, apply an entry as one atomic batch, idempotent replay, `next_deadline`.
+//! - `ctx`: the transitions; `write_job` is the one place a job and its indexes change.
+//! - [`learn`]: resource learning and scheduler groups.
+//! - [`query`]: read-only queries.
+//! - [`snapshot`]: export/import in chunks, state digest.
+//! - `invariants`: `check_invariants()`.
+//!
+//! ## Semantics in brief
+//! - A job's key hashes its command (+ cwd when `cwd_matters`, + mounts). Adding a key that is
+//!   in the queue counts as "existed"; a *complete* job with that key is queued again unless
+//!   `ignore_complete`.
+//! - Ready jobs go out by priority (255 first), then FIFO (a sequence number given each time a
+//!   job becomes ready), per scheduler group; without a group, the best across groups.
+//! - A reservation gets a fresh fence; every command on it must present that fence. A lease
+//!   not touched within its TTR expires at the next Tick: the job is *lost*. A lost job's
+//!   runner may still come back (touch/archive with its fence) until the job returns to the
+//!   queue `lost_return_delay_ms` later, which uses up a retry if it had started. Only then is
+//!   the fence void, so two live reservations of one job never overlap.
+//! - Release after a run uses up one of `retries + 1` tries; the last buries. Release with the
+//!   RAM or time fail reason raises that requirement first.
+//! - Dependencies are live. A job waits while any of its dependencies is unsatisfied: a dep
+//!   group with an incomplete member, or a job key that is in the queue and incomplete. A new
+//!   member of a group makes its dependants wait again, completed ones included (they run
+//!   again afterwards). Cycles are refused with the cycle named.
+//! - Delete takes incomplete, non-held jobs, and not those another job (outside the same
+//!   Delete) depends on. Complete jobs are history and stay forever.
+//!
+//! ## Invariants (checked by `check_invariants`)
+//! Every index entry derives from exactly one job and every job has its entries; counters
+//! (per rep group × state, ready per scheduler group, incomplete per dep group, limit slots,
+//! environment references, stored responses) equal their recomputation; waiting counts equal
+//! the graph; dependent ⇔ waiting > 0 for queued jobs; fences and ready sequence numbers are
+//! unique and issued.
+
+pub mod command;
+mod ctx;
+pub mod fsm;
+pub mod ids;
+mod invariants;
+pub mod job;
+mod keys;
+pub mod learn;
+pub mod limits;
+pub mod query;
+pub mod snapshot;
+pub mod store;
+
+pub use command::{
+    AddJobs, Command, CommandError, JobChange, NoJob, Outcome, Request, ReserveMode, Response,
+    Skip,
+};
+pub use ctx::{decode_env, LimitState};
+pub use fsm::{Applied, Effects, Fsm, FsmConfig, Meta};
+pub use ids::{FenceToken, JobKey, RequestId, RunnerId};
+pub use job::{
+    fail_reason, Action, Behaviour, Dependency, Job, JobSpec, JobState, Override, Requirements,
+    Reservation, RunInfo, RunReport, StateName, Trigger,
+};
+pub use query::{Listed, Match};
+pub use store::{MemStore, RocksStore, Space, Store, StoreError, StoreRead};

@@ -1,0 +1,238 @@
+//! Every bound the state machine enforces, named, and the validation that checks them.
+//! Validation runs before any write, so an invalid command changes nothing.
+
+use crate::command::CommandError;
+use crate::job::{Action, Dependency, JobSpec};
+
+/// Jobs in one Add.
+pub const MAX_JOBS_PER_ADD: usize = 100_000;
+/// Keys in one Get/Kick/Kill/Delete/Modify.
+pub const MAX_KEYS_PER_REQUEST: usize = 100_000;
+/// A command line, in bytes.
+pub const MAX_CMD_BYTES: usize = 64 * 1024;
+/// A cwd or actual cwd, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// A group name (rep, req, dep, limit, scheduler) or host name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// The mounts string, in bytes.
+pub const MAX_MOUNTS_BYTES: usize = 64 * 1024;
+/// An environment (all `KEY=VALUE` entries together, per Add and per job override), in bytes.
+pub const MAX_ENV_BYTES: usize = 1024 * 1024;
+/// Dependencies of one job.
+pub const MAX_DEPS_PER_JOB: usize = 10_000;
+/// Dep groups one job belongs to.
+pub const MAX_DEP_GRPS_PER_JOB: usize = 100;
+/// Limit groups of one job.
+pub const MAX_LIMIT_GRPS_PER_JOB: usize = 16;
+/// Behaviours of one job.
+pub const MAX_BEHAVIOURS_PER_JOB: usize = 16;
+/// Entries of `requirements.other`.
+pub const MAX_OTHER_REQUIREMENTS: usize = 32;
+/// RAM requirement (16 TiB).
+pub const MAX_RAM_MB: u32 = 16 * 1024 * 1024;
+/// Time requirement (366 days).
+pub const MAX_TIME_S: u32 = 366 * 24 * 3600;
+/// Cores requirement (4096 cores).
+pub const MAX_CORES_MILLI: u32 = 4096 * 1000;
+/// Disk requirement (1 PiB).
+pub const MAX_DISK_GB: u32 = 1024 * 1024;
+/// Stdout or stderr kept from one run (head + tail), in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+/// A fail reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// Time-to-release of a reservation.
+pub const MIN_TTR_MS: u64 = 1_000;
+pub const MAX_TTR_MS: u64 = 24 * 3600 * 1000;
+/// A limit group's limit (-1 = unlimited).
+pub const MAX_LIMIT: i64 = 1_000_000_000;
+/// Jobs returned by one query page.
+pub const MAX_QUERY_JOBS: usize = 100_000;
+/// Timers handled by one Tick; the node proposes another Tick if more are due.
+pub const MAX_TIMERS_PER_TICK: usize = 10_000;
+
+fn name_ok(field: &str, s: &str, allow_empty: bool) -> Result<(), (String, String)> {
+    if s.is_empty() && !allow_empty {
+        return Err((field.into(), "must not be empty".into()));
+    }
+    if s.len() > MAX_NAME_BYTES {
+        return Err((
+            field.into(),
+            format!("is {} bytes; the limit is {MAX_NAME_BYTES}", s.len()),
+        ));
+    }
+    if s.contains('\0') {
+        return Err((field.into(), "must not contain a NUL byte".into()));
+    }
+    Ok(())
+}
+
+fn text_ok(field: &str, s: &str, max: usize) -> Result<(), (String, String)> {
+    if s.len() > max {
+        return Err((
+            field.into(),
+            format!("is {} bytes; the limit is {max}", s.len()),
+        ));
+    }
+    if s.contains('\0') {
+        return Err((field.into(), "must not contain a NUL byte".into()));
+    }
+    Ok(())
+}
+
+/// Checks one `KEY=VALUE` list; returns its size in bytes.
+pub(crate) fn env_ok(field: &str, env: &[String]) -> Result<usize, (String, String)> {
+    let mut total = 0usize;
+    for (i, e) in env.iter().enumerate() {
+        if !e.contains('=') || e.starts_with('=') {
+            return Err((
+                format!("{field}[{i}]"),
+                format!("{e:.40?} is not of the form KEY=VALUE"),
+            ));
+        }
+        if e.contains('\0') {
+            return Err((format!("{field}[{i}]"), "must not contain a NUL byte".into()));
+        }
+        total += e.len() + 1;
+    }
+    if total > MAX_ENV_BYTES {
+        return Err((
+            field.into(),
+            format!("is {total} bytes; the limit is {MAX_ENV_BYTES}"),
+        ));
+    }
+    Ok(total)
+}
+
+/// Parses a limit group entry `name` or `name:n`.
+pub(crate) fn parse_limit_grp(s: &str) -> Result<(&str, Option<i64>), String> {
+    match s.split_once(':') {
+        None => Ok((s, None)),
+        Some((name, n)) => {
+            let n: i64 = n
+                .parse()
+                .map_err(|_| format!("{s:?}: the limit after ':' must be an integer"))?;
+            if !(-1..=MAX_LIMIT).contains(&n) {
+                return Err(format!("{s:?}: the limit must be -1 (unlimited) to {MAX_LIMIT}"));
+            }
+            Ok((name, Some(n)))
+        }
+    }
+}
+
+/// Validates a job spec; the error names the field.
+pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
+    if spec.cmd.trim().is_empty() {
+        return Err(("cmd".into(), "must not be empty".into()));
+    }
+    text_ok("cmd", &spec.cmd, MAX_CMD_BYTES)?;
+    text_ok("cwd", &spec.cwd, MAX_PATH_BYTES)?;
+    if spec.cwd_matters && spec.cwd.is_empty() {
+        return Err(("cwd".into(), "must be set when cwd_matters is true".into()));
+    }
+    text_ok("mounts", &spec.mounts, MAX_MOUNTS_BYTES)?;
+    name_ok("rep_grp", &spec.rep_grp, true)?;
+    name_ok("req_grp", &spec.req_grp, true)?;
+    let r = &spec.requirements;
+    for (field, v, max) in [
+        ("requirements.ram_mb", r.ram_mb, MAX_RAM_MB),
+        ("requirements.time_s", r.time_s, MAX_TIME_S),
+        ("requirements.cores_milli", r.cores_milli, MAX_CORES_MILLI),
+        ("requirements.disk_gb", r.disk_gb, MAX_DISK_GB),
+    ] {
+        if v > max {
+            return Err((field.into(), format!("is {v}; the limit is {max}")));
+        }
+    }
+    if r.other.len() > MAX_OTHER_REQUIREMENTS {
+        return Err((
+            "requirements.other".into(),
+            format!("has {} entries; the limit is {MAX_OTHER_REQUIREMENTS}", r.other.len()),
+        ));
+    }
+    for (k, v) in &r.other {
+        name_ok("requirements.other key", k, false)?;
+        text_ok("requirements.other value", v, MAX_NAME_BYTES)?;
+    }
+    if spec.dep_grps.len() > MAX_DEP_GRPS_PER_JOB {
+        return Err((
+            "dep_grps".into(),
+            format!("has {}; the limit is {MAX_DEP_GRPS_PER_JOB}", spec.dep_grps.len()),
+        ));
+    }
+    for (i, g) in spec.dep_grps.iter().enumerate() {
+        name_ok(&format!("dep_grps[{i}]"), g, false)?;
+    }
+    if spec.deps.len() > MAX_DEPS_PER_JOB {
+        return Err((
+            "deps".into(),
+            format!("has {}; the limit is {MAX_DEPS_PER_JOB}", spec.deps.len()),
+        ));
+    }
+    for (i, d) in spec.deps.iter().enumerate() {
+        if let Dependency::Group(g) = d {
+            name_ok(&format!("deps[{i}]"), g, false)?;
+        }
+    }
+    if spec.behaviours.len() > MAX_BEHAVIOURS_PER_JOB {
+        return Err((
+            "behaviours".into(),
+            format!("has {}; the limit is {MAX_BEHAVIOURS_PER_JOB}", spec.behaviours.len()),
+        ));
+    }
+    for (i, b) in spec.behaviours.iter().enumerate() {
+        if let Action::Run(c) = &b.action {
+            if c.trim().is_empty() {
+                return Err((format!("behaviours[{i}].run"), "must not be empty".into()));
+            }
+            text_ok(&format!("behaviours[{i}].run"), c, MAX_CMD_BYTES)?;
+        }
+    }
+    env_ok("env_override", &spec.env_override)?;
+    if spec.limit_grps.len() > MAX_LIMIT_GRPS_PER_JOB {
+        return Err((
+            "limit_grps".into(),
+            format!("has {}; the limit is {MAX_LIMIT_GRPS_PER_JOB}", spec.limit_grps.len()),
+        ));
+    }
+    for (i, g) in spec.limit_grps.iter().enumerate() {
+        let field = format!("limit_grps[{i}]");
+        let (name, _) = parse_limit_grp(g).map_err(|e| (field.clone(), e))?;
+        name_ok(&field, name, false)?;
+        if name.contains(',') || name.contains('~') {
+            return Err((field, "must not contain ',' or '~'".into()));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CommandError {
+    CommandError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn check_name(field: &str, s: &str) -> Result<(), CommandError> {
+    name_ok(field, s, false).map_err(|(f, r)| invalid(f, r))
+}
+
+pub(crate) fn check_text(field: &str, s: &str, max: usize) -> Result<(), CommandError> {
+    text_ok(field, s, max).map_err(|(f, r)| invalid(f, r))
+}
+
+pub(crate) fn check_ttr(ttr_ms: u64) -> Result<(), CommandError> {
+    if !(MIN_TTR_MS..=MAX_TTR_MS).contains(&ttr_ms) {
+        return Err(invalid(
+            "ttr_ms",
+            format!("is {ttr_ms}; it must be {MIN_TTR_MS} to {MAX_TTR_MS}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_count(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
+    if n > max {
+        return Err(invalid(field, format!("has {n} entries; the limit is {max}")));
+    }
+    Ok(())
+}

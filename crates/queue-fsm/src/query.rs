@@ -1,0 +1,198 @@
+//! Read-only queries over the committed state. None of them changes anything, so a node may
+//! answer them from its local replica (stale) or after a read-index round (linearizable).
+
+use crate::ctx::{decode_env, LimitState};
+use crate::fsm::{decode, Fsm};
+use crate::ids::JobKey;
+use crate::job::{Job, StateName};
+use crate::keys;
+use crate::learn::ReqStats;
+use crate::limits::MAX_QUERY_JOBS;
+use crate::store::{Space, Store, StoreError};
+use std::collections::BTreeMap;
+
+/// How a rep group name is matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    Exact,
+    Prefix,
+    Substring,
+}
+
+/// A job in a query result, with how many similar jobs a `limit` left out after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub job: Job,
+    pub similar: u64,
+}
+
+/// Counts per state.
+pub type StateCounts = BTreeMap<StateName, u64>;
+
+impl<S: Store> Fsm<S> {
+    pub fn get_job(&self, key: &JobKey) -> Result<Option<Job>, StoreError> {
+        match self.store.get(Space::Jobs, &keys::job(key))? {
+            Some(b) => Ok(Some(decode("job", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn get_jobs(&self, keys: &[JobKey]) -> Result<Vec<Option<Job>>, StoreError> {
+        keys.iter().map(|k| self.get_job(k)).collect()
+    }
+
+    /// A stored environment as `KEY=VALUE` entries.
+    pub fn env(&self, hash: &[u8; 32]) -> Result<Option<Vec<String>>, StoreError> {
+        match self.store.get(Space::Env, hash)? {
+            Some(b) => Ok(Some(decode_env(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts per rep group and state. O(rep groups × states), whatever the number of jobs.
+    pub fn counts(&self) -> Result<BTreeMap<String, StateCounts>, StoreError> {
+        let mut out: BTreeMap<String, StateCounts> = BTreeMap::new();
+        for r in self.store.scan(Space::Counts, b"", b"") {
+            let (k, v) = r?;
+            let (rep, rest) = keys::split_name(&k)?;
+            let state = rest
+                .first()
+                .and_then(|c| StateName::from_code(*c))
+                .ok_or_else(|| StoreError::Corrupt("counts key without a state".into()))?;
+            *out.entry(rep.to_string()).or_default().entry(state).or_default() +=
+                keys::decode_u64(&v)?;
+        }
+        Ok(out)
+    }
+
+    /// Jobs per state over all rep groups.
+    pub fn stats(&self) -> Result<StateCounts, StoreError> {
+        let mut out = StateCounts::new();
+        for counts in self.counts()?.into_values() {
+            for (s, n) in counts {
+                *out.entry(s).or_default() += n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ready jobs per scheduler group (what a scheduler sizes its runners by).
+    pub fn ready_by_sched_group(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for r in self.store.scan(Space::SchedReady, b"", b"") {
+            let (k, v) = r?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), keys::decode_u64(&v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn limit_groups(&self) -> Result<BTreeMap<String, LimitState>, StoreError> {
+        let mut out = BTreeMap::new();
+        for r in self.store.scan(Space::Limits, b"", b"") {
+            let (k, v) = r?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), decode("limit", &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn learned(&self, req_grp: &str) -> Result<Option<ReqStats>, StoreError> {
+        match self.store.get(Space::ReqStats, req_grp.as_bytes())? {
+            Some(b) => Ok(Some(decode("req stats", &b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Rep group names matching `pattern`.
+    pub fn rep_groups(&self, pattern: &str, how: Match) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .counts()?
+            .into_keys()
+            .filter(|g| match how {
+                Match::Exact => g == pattern,
+                Match::Prefix => g.starts_with(pattern),
+                Match::Substring => g.contains(pattern),
+            })
+            .collect())
+    }
+
+    /// Jobs of the matching rep groups, optionally in one state; `limit` > 0 keeps that many
+    /// per (state, fail reason, exit code) and counts the rest in `similar`.
+    pub fn by_rep_group(
+        &self,
+        pattern: &str,
+        how: Match,
+        state: Option<StateName>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let mut jobs = Vec::new();
+        for g in self.rep_groups(pattern, how)? {
+            for r in self.store.scan(Space::ByRep, &keys::name_prefix(&g), b"") {
+                let key = keys::trailing_job_key(&r?.0)?;
+                if let Some(j) = self.get_job(&key)? {
+                    if state.is_none_or(|s| j.state.name() == s) {
+                        jobs.push(j);
+                    }
+                }
+            }
+        }
+        Ok(limit_similar(jobs, limit))
+    }
+
+    /// Jobs in a state, in key order.
+    pub fn by_state(&self, state: StateName, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        let mut jobs = Vec::new();
+        for r in self.store.scan(Space::ByState, &[state.code()], b"") {
+            let key = keys::trailing_job_key(&r?.0)?;
+            if let Some(j) = self.get_job(&key)? {
+                jobs.push(j);
+            }
+            if limit == 0 && jobs.len() >= MAX_QUERY_JOBS {
+                break;
+            }
+        }
+        Ok(limit_similar(jobs, limit))
+    }
+
+    /// Every job that is not complete, optionally in one state.
+    pub fn incomplete(
+        &self,
+        state: Option<StateName>,
+        limit: usize,
+    ) -> Result<Vec<Listed>, StoreError> {
+        let mut out = Vec::new();
+        for s in StateName::ALL {
+            if s == StateName::Complete || state.is_some_and(|w| w != s) {
+                continue;
+            }
+            out.extend(self.by_state(s, limit)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps `limit` jobs per (state, fail reason, exit code); the last kept job of each class
+/// carries the count of those left out. `limit == 0` keeps all (up to `MAX_QUERY_JOBS`).
+pub fn limit_similar(jobs: Vec<Job>, limit: usize) -> Vec<Listed> {
+    if limit == 0 {
+        return jobs
+            .into_iter()
+            .take(MAX_QUERY_JOBS)
+            .map(|job| Listed { job, similar: 0 })
+            .collect();
+    }
+    let mut out: Vec<Listed> = Vec::new();
+    let mut classes: BTreeMap<(StateName, String, i32), (usize, usize)> = BTreeMap::new();
+    for job in jobs {
+        let exit = job.run.report.as_ref().map_or(0, |r| r.exit_code);
+        let class = (job.state.name(), job.run.fail_reason.clone(), exit);
+        let entry = classes.entry(class).or_insert((0, usize::MAX));
+        if entry.0 < limit {
+            entry.0 += 1;
+            entry.1 = out.len();
+            out.push(Listed { job, similar: 0 });
+        } else {
+            out[entry.1].similar += 1;
+        }
+    }
+    out
+}

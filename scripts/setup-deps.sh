@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages raftq builds against, on Debian 12: Debian's RocksDB (linked
+# instead of compiling RocksDB from source: ~5 min instead of ~35 min for a clean build),
+# libclang for the RocksDB bindings, and protoc. Skips apt when everything is present.
+set -euo pipefail
+need=()
+[ -e /usr/include/rocksdb/c.h ] || need+=(librocksdb-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/empty.proto ] || need+=(libprotobuf-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup-deps: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
