@@ -3,7 +3,9 @@
 //! request id repeats.
 
 use crate::ids::{FenceToken, JobKey, RequestId, RunnerId};
-use crate::job::{Behaviour, Dependency, Job, JobSpec, Override, Requirements, RunReport, StateName};
+use crate::job::{
+    Behaviour, Dependency, Job, JobSpec, Override, Requirements, RunReport, StateName,
+};
 use serde::{Deserialize, Serialize};
 
 /// A command with the id that makes it idempotent (None for timer commands and tests).
@@ -78,7 +80,10 @@ pub enum Command {
         pid: u32,
     },
     /// Extends the lease; the response says whether a kill was requested.
-    Touch { key: JobKey, fence: FenceToken },
+    Touch {
+        key: JobKey,
+        fence: FenceToken,
+    },
     /// The command succeeded: the job is complete.
     Archive {
         key: JobKey,
@@ -99,15 +104,29 @@ pub enum Command {
         reason: String,
     },
     /// Buried jobs back to the queue, retries reset.
-    Kick { keys: Vec<JobKey> },
+    Kick {
+        keys: Vec<JobKey>,
+    },
     /// Removes incomplete, non-running jobs.
-    Delete { keys: Vec<JobKey> },
+    Delete {
+        keys: Vec<JobKey>,
+    },
     /// Running jobs: kill at the next touch. Lost jobs: confirmed dead, buried.
-    Kill { keys: Vec<JobKey> },
-    Modify { keys: Vec<JobKey>, change: JobChange },
+    Kill {
+        keys: Vec<JobKey>,
+    },
+    Modify {
+        keys: Vec<JobKey>,
+        change: JobChange,
+    },
     /// Sets a limit group's limit (-1 unlimited, 0 blocks).
-    SetLimit { group: String, limit: i64 },
-    SetReserving { mode: ReserveMode },
+    SetLimit {
+        group: String,
+        limit: i64,
+    },
+    SetReserving {
+        mode: ReserveMode,
+    },
     /// Acts on every deadline that has passed at the entry's time: leases expire (job lost),
     /// lost jobs return to the queue, delays end.
     Tick,

@@ -328,7 +328,8 @@ impl<'s> Ctx<'s> {
         if l.limit == -1 && l.held == 0 {
             self.tx.delete(Space::Limits, name.as_bytes().to_vec());
         } else {
-            self.tx.put(Space::Limits, name.as_bytes().to_vec(), encode(l));
+            self.tx
+                .put(Space::Limits, name.as_bytes().to_vec(), encode(l));
         }
     }
 
@@ -398,7 +399,11 @@ impl<'s> Ctx<'s> {
                 match e.0 {
                     Space::Timers if e.1 < self.hints.timers => self.hints.timers = e.1.clone(),
                     Space::Ready => {
-                        if let Some(h) = self.hints.ready.get_mut(&new.map_or(String::new(), |j| j.sched_group.clone())) {
+                        if let Some(h) = self
+                            .hints
+                            .ready
+                            .get_mut(&new.map_or(String::new(), |j| j.sched_group.clone()))
+                        {
                             if e.1 < *h {
                                 *h = e.1.clone();
                             }
@@ -432,10 +437,9 @@ impl<'s> Ctx<'s> {
             if j.state.holds_slot() {
                 let names: BTreeSet<&str> = j.spec.limit_names().collect();
                 for name in names {
-                    let mut l = self.limit_state(name)?.unwrap_or(LimitState {
-                        limit: -1,
-                        held: 0,
-                    });
+                    let mut l = self
+                        .limit_state(name)?
+                        .unwrap_or(LimitState { limit: -1, held: 0 });
                     l.held = (l.held as i64 + sign).max(0) as u64;
                     self.put_limit(name, &l);
                 }
@@ -574,7 +578,7 @@ impl<'s> Ctx<'s> {
                 Some(env_blob(&merge_env(&a.env, &spec.env_override)))
             };
             match self.get_job(&key)? {
-                Some(old) if !(old.is_complete() && !a.ignore_complete) => existed += 1,
+                Some(old) if !old.is_complete() || a.ignore_complete => existed += 1,
                 Some(old) => {
                     // A completed job added again runs again, with the new description.
                     self.check_cycle(index, &key, &spec)?;
@@ -635,10 +639,9 @@ impl<'s> Ctx<'s> {
     fn set_limits_from(&mut self, spec: &JobSpec) -> Result<(), StoreError> {
         for g in &spec.limit_grps {
             if let Ok((name, Some(n))) = limits::parse_limit_grp(g) {
-                let mut l = self.limit_state(name)?.unwrap_or(LimitState {
-                    limit: -1,
-                    held: 0,
-                });
+                let mut l = self
+                    .limit_state(name)?
+                    .unwrap_or(LimitState { limit: -1, held: 0 });
                 l.limit = n;
                 self.put_limit(name, &l);
             }
@@ -705,7 +708,9 @@ impl<'s> Ctx<'s> {
                 if m == *key {
                     continue;
                 }
-                let Some(mj) = self.get_job(&m)? else { continue };
+                let Some(mj) = self.get_job(&m)? else {
+                    continue;
+                };
                 let mname = describe_job(&m, &mj.spec.cmd);
                 for d in &mj.spec.deps {
                     let t2 = target_of(d);
@@ -744,7 +749,11 @@ impl<'s> Ctx<'s> {
     fn first_ready(&mut self, group: &str) -> Result<Option<(Vec<u8>, JobKey)>, StoreError> {
         let prefix = keys::name_prefix(group);
         let from = self.hints.ready.get(group).cloned().unwrap_or_default();
-        let first = self.tx.scan(Space::Ready, &prefix, &from).next().transpose()?;
+        let first = self
+            .tx
+            .scan(Space::Ready, &prefix, &from)
+            .next()
+            .transpose()?;
         match first {
             Some((k, v)) => {
                 self.hints.ready.insert(group.to_string(), k.clone());
@@ -892,7 +901,11 @@ impl<'s> Ctx<'s> {
     }
 
     fn check_report(report: &RunReport) -> Result<(), CommandError> {
-        limits::check_text("report.actual_cwd", &report.actual_cwd, limits::MAX_PATH_BYTES)?;
+        limits::check_text(
+            "report.actual_cwd",
+            &report.actual_cwd,
+            limits::MAX_PATH_BYTES,
+        )?;
         limits::check_text("report.stdout", &report.stdout, limits::MAX_OUTPUT_BYTES)?;
         limits::check_text("report.stderr", &report.stderr, limits::MAX_OUTPUT_BYTES)?;
         Ok(())
@@ -945,12 +958,14 @@ impl<'s> Ctx<'s> {
     fn fail_back(&mut self, job: &mut Job, ran: bool, reason: &str) -> Result<(), StoreError> {
         job.run.fail_reason = reason.to_string();
         if reason == fail_reason::RAM {
-            job.spec.requirements.ram_mb = learn::more_ram(job.effective.ram_mb.max(job.spec.requirements.ram_mb));
+            job.spec.requirements.ram_mb =
+                learn::more_ram(job.effective.ram_mb.max(job.spec.requirements.ram_mb));
             if job.spec.override_mode == Override::Learned {
                 job.spec.override_mode = Override::LearnedIfHigher;
             }
         } else if reason == fail_reason::TIME {
-            job.spec.requirements.time_s = learn::more_time(job.effective.time_s.max(job.spec.requirements.time_s));
+            job.spec.requirements.time_s =
+                learn::more_time(job.effective.time_s.max(job.spec.requirements.time_s));
             if job.spec.override_mode == Override::Learned {
                 job.spec.override_mode = Override::LearnedIfHigher;
             }
@@ -1020,7 +1035,9 @@ impl<'s> Ctx<'s> {
         limits::check_count("keys", keys.len(), limits::MAX_KEYS_PER_REQUEST)?;
         let mut n = 0;
         for key in keys {
-            let Some(old) = self.get_job(&key)? else { continue };
+            let Some(old) = self.get_job(&key)? else {
+                continue;
+            };
             if old.state != JobState::Buried {
                 continue;
             }
@@ -1037,7 +1054,9 @@ impl<'s> Ctx<'s> {
         limits::check_count("keys", keys.len(), limits::MAX_KEYS_PER_REQUEST)?;
         let mut n = 0;
         for key in keys {
-            let Some(old) = self.get_job(&key)? else { continue };
+            let Some(old) = self.get_job(&key)? else {
+                continue;
+            };
             let mut job = old.clone();
             match &mut job.state {
                 JobState::Reserved(r) | JobState::Running(r) => r.kill_requested = true,
@@ -1055,9 +1074,7 @@ impl<'s> Ctx<'s> {
 
     fn deletable(job: &Job) -> Option<Skip> {
         match job.state.name() {
-            s @ (StateName::Reserved | StateName::Running | StateName::Lost) => {
-                Some(Skip::Held(s))
-            }
+            s @ (StateName::Reserved | StateName::Running | StateName::Lost) => Some(Skip::Held(s)),
             StateName::Complete => Some(Skip::Complete),
             _ => None,
         }
@@ -1110,7 +1127,9 @@ impl<'s> Ctx<'s> {
         let mut deleted = 0;
         for key in order {
             // Re-read: deleting an earlier job of the set may have changed this one.
-            let Some(job) = self.get_job(&key)? else { continue };
+            let Some(job) = self.get_job(&key)? else {
+                continue;
+            };
             self.write_job(Some(&job), None)?;
             self.settle()?;
             deleted += 1;
@@ -1173,7 +1192,10 @@ impl<'s> Ctx<'s> {
         if !(-1..=limits::MAX_LIMIT).contains(&limit) {
             return Err(invalid(
                 "limit",
-                format!("is {limit}; it must be -1 (unlimited) to {}", limits::MAX_LIMIT),
+                format!(
+                    "is {limit}; it must be -1 (unlimited) to {}",
+                    limits::MAX_LIMIT
+                ),
             )
             .into());
         }
@@ -1207,7 +1229,9 @@ impl<'s> Ctx<'s> {
         }
         let (mut expired, mut returned, mut ended) = (0, 0, 0);
         for key in due {
-            let Some(old) = self.get_job(&key)? else { continue };
+            let Some(old) = self.get_job(&key)? else {
+                continue;
+            };
             let mut job = old.clone();
             match old.state.clone() {
                 JobState::Delayed { .. } => {
@@ -1253,7 +1277,9 @@ impl<'s> Ctx<'s> {
         }
         let mut n = 0;
         for key in held {
-            let Some(old) = self.get_job(&key)? else { continue };
+            let Some(old) = self.get_job(&key)? else {
+                continue;
+            };
             let mut job = old.clone();
             match &mut job.state {
                 JobState::Reserved(r) | JobState::Running(r) => {

@@ -5,8 +5,8 @@ use crate::command::{Command, Outcome, Request, ReserveMode};
 use crate::ctx::{Ctx, Hints};
 use crate::ids::RequestId;
 use crate::keys;
-use crate::store::{Space, Store, StoreError, Write};
 use crate::store::txn::Txn;
+use crate::store::{Space, Store, StoreError, Write};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -228,7 +228,11 @@ impl<S: Store> Fsm<S> {
     /// in FSM time: the node proposes [`Command::Tick`] then.
     pub fn next_deadline(&mut self) -> Result<Option<u64>, StoreError> {
         let from = self.hints.timers.clone();
-        let first = self.store.scan(Space::Timers, b"", &from).next().transpose()?;
+        let first = self
+            .store
+            .scan(Space::Timers, b"", &from)
+            .next()
+            .transpose()?;
         match first {
             Some((k, _)) => {
                 let (deadline, _) = keys::decode_timer(&k)?;
@@ -252,7 +256,10 @@ impl<S: Store> Fsm<S> {
 
 impl<'s> Ctx<'s> {
     fn remember(&mut self, id: RequestId, outcome: &Outcome) {
-        let expires_ms = self.meta.clock_ms.saturating_add(self.meta.config.request_ttl_ms);
+        let expires_ms = self
+            .meta
+            .clock_ms
+            .saturating_add(self.meta.config.request_ttl_ms);
         let stored = StoredOutcome {
             expires_ms,
             outcome: outcome.clone(),

@@ -86,7 +86,10 @@ mod tests {
         let d = JobKey::of("echo hi", "/b", true, "");
         assert_ne!(c, d);
         assert_ne!(a, c);
-        assert_ne!(JobKey::of("ab", "c", true, ""), JobKey::of("a", "bc", true, ""));
+        assert_ne!(
+            JobKey::of("ab", "c", true, ""),
+            JobKey::of("a", "bc", true, "")
+        );
         assert_ne!(a, JobKey::of("echo hi", "/a", false, "m"));
     }
 

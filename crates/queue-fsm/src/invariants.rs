@@ -33,10 +33,16 @@ impl<S: Store> Fsm<S> {
             let key = keys::decode_job_key(&k)?;
             let job: Job = decode("job", &v)?;
             if job.key != key {
-                return Err(err(format!("job stored under {key} says it is {}", job.key)));
+                return Err(err(format!(
+                    "job stored under {key} says it is {}",
+                    job.key
+                )));
             }
             if job.spec.key() != key {
-                return Err(err(format!("job {key}: its essence hashes to {}", job.spec.key())));
+                return Err(err(format!(
+                    "job {key}: its essence hashes to {}",
+                    job.spec.key()
+                )));
             }
             jobs.insert(key, job);
         }
@@ -55,14 +61,22 @@ impl<S: Store> Fsm<S> {
                 .entry(keys::counts(&job.spec.rep_grp, job.state.name()))
                 .or_default() += 1;
             if job.state == JobState::Ready {
-                *sched.entry(job.sched_group.as_bytes().to_vec()).or_default() += 1;
+                *sched
+                    .entry(job.sched_group.as_bytes().to_vec())
+                    .or_default() += 1;
                 if !seqs.insert(job.seq) || job.seq >= self.meta.next_seq {
-                    return Err(err(format!("job {}: ready seq {} reused or unissued", job.key, job.seq)));
+                    return Err(err(format!(
+                        "job {}: ready seq {} reused or unissued",
+                        job.key, job.seq
+                    )));
                 }
             }
             if let Some(r) = job.state.reservation() {
                 if !fences.insert(r.fence) || r.fence.0 >= self.meta.next_fence {
-                    return Err(err(format!("job {}: fence {} reused or unissued", job.key, r.fence)));
+                    return Err(err(format!(
+                        "job {}: fence {} reused or unissued",
+                        job.key, r.fence
+                    )));
                 }
                 let names: BTreeSet<&str> = job.spec.limit_names().collect();
                 for n in names {
@@ -76,9 +90,7 @@ impl<S: Store> Fsm<S> {
                 let mut gs: Vec<&String> = job.spec.dep_grps.iter().collect();
                 gs.dedup();
                 for g in gs {
-                    *group_incomplete
-                        .entry(keys::name_prefix(g))
-                        .or_default() += 1;
+                    *group_incomplete.entry(keys::name_prefix(g)).or_default() += 1;
                 }
             }
         }
@@ -120,7 +132,11 @@ impl<S: Store> Fsm<S> {
             }
         }
         if let Some(e) = expected.symmetric_difference(&actual).next() {
-            let side = if expected.contains(e) { "missing" } else { "stray" };
+            let side = if expected.contains(e) {
+                "missing"
+            } else {
+                "stray"
+            };
             return Err(err(format!("{side} {} index entry {:?}", e.0.name(), e.1)));
         }
         let counters = |s: Space| -> Result<BTreeMap<Vec<u8>, u64>, StoreError> {
@@ -132,13 +148,19 @@ impl<S: Store> Fsm<S> {
             Ok(m)
         };
         if counters(Space::Counts)? != counts {
-            return Err(err("counts per rep group and state disagree with the jobs".into()));
+            return Err(err(
+                "counts per rep group and state disagree with the jobs".into()
+            ));
         }
         if counters(Space::SchedReady)? != sched {
-            return Err(err("ready counts per scheduler group disagree with the jobs".into()));
+            return Err(err(
+                "ready counts per scheduler group disagree with the jobs".into(),
+            ));
         }
         if counters(Space::GroupIncomplete)? != group_incomplete {
-            return Err(err("incomplete counts per dep group disagree with the jobs".into()));
+            return Err(err(
+                "incomplete counts per dep group disagree with the jobs".into(),
+            ));
         }
         for r in self.store.scan(Space::Limits, b"", b"") {
             let (k, v) = r?;
@@ -146,11 +168,16 @@ impl<S: Store> Fsm<S> {
             let name = String::from_utf8_lossy(&k).into_owned();
             let want = held.remove(&name).unwrap_or(0);
             if l.held != want {
-                return Err(err(format!("limit group {name} holds {} slots; jobs hold {want}", l.held)));
+                return Err(err(format!(
+                    "limit group {name} holds {} slots; jobs hold {want}",
+                    l.held
+                )));
             }
         }
         if let Some((name, _)) = held.into_iter().next() {
-            return Err(err(format!("limit group {name} has held slots but no record")));
+            return Err(err(format!(
+                "limit group {name} has held slots but no record"
+            )));
         }
         let mut refs = BTreeMap::new();
         let mut blobs = BTreeSet::new();
@@ -165,9 +192,11 @@ impl<S: Store> Fsm<S> {
             }
         }
         if refs != env_refs {
-            return Err(err("environment reference counts disagree with the jobs".into()));
+            return Err(err(
+                "environment reference counts disagree with the jobs".into()
+            ));
         }
-        if blobs.len() != refs.len() || refs.keys().any(|h| !blobs.contains(&h.to_vec())) {
+        if blobs.len() != refs.len() || refs.keys().any(|h| !blobs.contains(h.as_slice())) {
             return Err(err("environment blobs and references disagree".into()));
         }
         let stored = self.store.scan(Space::Requests, b"", b"").count() as u64;

@@ -163,7 +163,11 @@ pub enum JobState {
     Running(Reservation),
     /// The lease expired: the runner may be dead or cut off. The job returns to the queue at
     /// `return_ms` unless the runner comes back (touch/archive with its fence) first.
-    Lost { held: Reservation, started: bool, return_ms: u64 },
+    Lost {
+        held: Reservation,
+        started: bool,
+        return_ms: u64,
+    },
     /// Will not run until kicked.
     Buried,
     /// Ran successfully; kept forever.

@@ -20,7 +20,9 @@ pub(crate) fn decode_job_key(b: &[u8]) -> Result<JobKey, StoreError> {
 /// The trailing 16 bytes of an index key: the job key.
 pub(crate) fn trailing_job_key(b: &[u8]) -> Result<JobKey, StoreError> {
     if b.len() < 16 {
-        return Err(StoreError::Corrupt("index key shorter than a job key".into()));
+        return Err(StoreError::Corrupt(
+            "index key shorter than a job key".into(),
+        ));
     }
     decode_job_key(&b[b.len() - 16..])
 }
@@ -120,7 +122,9 @@ pub(crate) fn request_expiry(expires_ms: u64, id: &RequestId) -> Vec<u8> {
 
 pub(crate) fn decode_request_expiry(b: &[u8]) -> Result<(u64, RequestId), StoreError> {
     if b.len() != 24 {
-        return Err(StoreError::Corrupt("request expiry key of wrong length".into()));
+        return Err(StoreError::Corrupt(
+            "request expiry key of wrong length".into(),
+        ));
     }
     let mut d = [0u8; 8];
     d.copy_from_slice(&b[..8]);

@@ -135,8 +135,7 @@ pub fn more_ram(ram_mb: u32) -> u32 {
     } else {
         (ram_mb as u64 * 13).div_ceil(10)
     };
-    clamp_u32(scaled.max(ram_mb as u64 + RAM_INCREASE_MIN_MB as u64))
-        .min(crate::limits::MAX_RAM_MB)
+    clamp_u32(scaled.max(ram_mb as u64 + RAM_INCREASE_MIN_MB as u64)).min(crate::limits::MAX_RAM_MB)
 }
 
 /// Time to ask for after a run that ran out of it.

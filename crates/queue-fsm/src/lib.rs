@@ -30,8 +30,10 @@
 //!   runner may still come back (touch/archive with its fence) until the job returns to the
 //!   queue `lost_return_delay_ms` later, which uses up a retry if it had started. Only then is
 //!   the fence void, so two live reservations of one job never overlap.
-//! - Release after a run uses up one of `retries + 1` tries; the last buries. Release with the
-//!   RAM or time fail reason raises that requirement first.
+//! - Release puts a job back after a delay that doubles with each attempt. A release after a
+//!   run (Started) uses up one of `retries + 1` tries, and the last one buries instead; a
+//!   release without a run costs nothing. Release with the RAM or time fail reason raises that
+//!   requirement first.
 //! - Dependencies are live. A job waits while any of its dependencies is unsatisfied: a dep
 //!   group with an incomplete member, or a job key that is in the queue and incomplete. A new
 //!   member of a group makes its dependants wait again, completed ones included (they run
@@ -60,8 +62,7 @@ pub mod snapshot;
 pub mod store;
 
 pub use command::{
-    AddJobs, Command, CommandError, JobChange, NoJob, Outcome, Request, ReserveMode, Response,
-    Skip,
+    AddJobs, Command, CommandError, JobChange, NoJob, Outcome, Request, ReserveMode, Response, Skip,
 };
 pub use ctx::{decode_env, LimitState};
 pub use fsm::{Applied, Effects, Fsm, FsmConfig, Meta};
@@ -72,3 +73,6 @@ pub use job::{
 };
 pub use query::{Listed, Match};
 pub use store::{MemStore, RocksStore, Space, Store, StoreError, StoreRead};
+
+#[cfg(test)]
+mod tests;

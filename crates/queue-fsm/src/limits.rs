@@ -90,7 +90,10 @@ pub(crate) fn env_ok(field: &str, env: &[String]) -> Result<usize, (String, Stri
             ));
         }
         if e.contains('\0') {
-            return Err((format!("{field}[{i}]"), "must not contain a NUL byte".into()));
+            return Err((
+                format!("{field}[{i}]"),
+                "must not contain a NUL byte".into(),
+            ));
         }
         total += e.len() + 1;
     }
@@ -112,7 +115,9 @@ pub(crate) fn parse_limit_grp(s: &str) -> Result<(&str, Option<i64>), String> {
                 .parse()
                 .map_err(|_| format!("{s:?}: the limit after ':' must be an integer"))?;
             if !(-1..=MAX_LIMIT).contains(&n) {
-                return Err(format!("{s:?}: the limit must be -1 (unlimited) to {MAX_LIMIT}"));
+                return Err(format!(
+                    "{s:?}: the limit must be -1 (unlimited) to {MAX_LIMIT}"
+                ));
             }
             Ok((name, Some(n)))
         }
@@ -146,7 +151,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     if r.other.len() > MAX_OTHER_REQUIREMENTS {
         return Err((
             "requirements.other".into(),
-            format!("has {} entries; the limit is {MAX_OTHER_REQUIREMENTS}", r.other.len()),
+            format!(
+                "has {} entries; the limit is {MAX_OTHER_REQUIREMENTS}",
+                r.other.len()
+            ),
         ));
     }
     for (k, v) in &r.other {
@@ -156,7 +164,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.dep_grps.len() > MAX_DEP_GRPS_PER_JOB {
         return Err((
             "dep_grps".into(),
-            format!("has {}; the limit is {MAX_DEP_GRPS_PER_JOB}", spec.dep_grps.len()),
+            format!(
+                "has {}; the limit is {MAX_DEP_GRPS_PER_JOB}",
+                spec.dep_grps.len()
+            ),
         ));
     }
     for (i, g) in spec.dep_grps.iter().enumerate() {
@@ -176,7 +187,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.behaviours.len() > MAX_BEHAVIOURS_PER_JOB {
         return Err((
             "behaviours".into(),
-            format!("has {}; the limit is {MAX_BEHAVIOURS_PER_JOB}", spec.behaviours.len()),
+            format!(
+                "has {}; the limit is {MAX_BEHAVIOURS_PER_JOB}",
+                spec.behaviours.len()
+            ),
         ));
     }
     for (i, b) in spec.behaviours.iter().enumerate() {
@@ -191,7 +205,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.limit_grps.len() > MAX_LIMIT_GRPS_PER_JOB {
         return Err((
             "limit_grps".into(),
-            format!("has {}; the limit is {MAX_LIMIT_GRPS_PER_JOB}", spec.limit_grps.len()),
+            format!(
+                "has {}; the limit is {MAX_LIMIT_GRPS_PER_JOB}",
+                spec.limit_grps.len()
+            ),
         ));
     }
     for (i, g) in spec.limit_grps.iter().enumerate() {
@@ -232,7 +249,10 @@ pub(crate) fn check_ttr(ttr_ms: u64) -> Result<(), CommandError> {
 
 pub(crate) fn check_count(field: &str, n: usize, max: usize) -> Result<(), CommandError> {
     if n > max {
-        return Err(invalid(field, format!("has {n} entries; the limit is {max}")));
+        return Err(invalid(
+            field,
+            format!("has {n} entries; the limit is {max}"),
+        ));
     }
     Ok(())
 }

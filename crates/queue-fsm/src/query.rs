@@ -59,8 +59,10 @@ impl<S: Store> Fsm<S> {
                 .first()
                 .and_then(|c| StateName::from_code(*c))
                 .ok_or_else(|| StoreError::Corrupt("counts key without a state".into()))?;
-            *out.entry(rep.to_string()).or_default().entry(state).or_default() +=
-                keys::decode_u64(&v)?;
+            *out.entry(rep.to_string())
+                .or_default()
+                .entry(state)
+                .or_default() += keys::decode_u64(&v)?;
         }
         Ok(out)
     }
@@ -81,7 +83,10 @@ impl<S: Store> Fsm<S> {
         let mut out = BTreeMap::new();
         for r in self.store.scan(Space::SchedReady, b"", b"") {
             let (k, v) = r?;
-            out.insert(String::from_utf8_lossy(&k).into_owned(), keys::decode_u64(&v)?);
+            out.insert(
+                String::from_utf8_lossy(&k).into_owned(),
+                keys::decode_u64(&v)?,
+            );
         }
         Ok(out)
     }
@@ -90,7 +95,10 @@ impl<S: Store> Fsm<S> {
         let mut out = BTreeMap::new();
         for r in self.store.scan(Space::Limits, b"", b"") {
             let (k, v) = r?;
-            out.insert(String::from_utf8_lossy(&k).into_owned(), decode("limit", &v)?);
+            out.insert(
+                String::from_utf8_lossy(&k).into_owned(),
+                decode("limit", &v)?,
+            );
         }
         Ok(out)
     }

@@ -18,7 +18,10 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|(_, k, v)| 1 + k.len() + v.len()).sum()
+        self.entries
+            .iter()
+            .map(|(_, k, v)| 1 + k.len() + v.len())
+            .sum()
     }
 }
 
@@ -29,9 +32,11 @@ pub fn export<'a>(
     store: &'a dyn StoreRead,
     chunk_bytes: usize,
 ) -> impl Iterator<Item = Result<Chunk, StoreError>> + 'a {
-    let mut it = Space::ALL
-        .into_iter()
-        .flat_map(move |s| store.scan(s, b"", b"").map(move |r| r.map(|(k, v)| (s, k, v))));
+    let mut it = Space::ALL.into_iter().flat_map(move |s| {
+        store
+            .scan(s, b"", b"")
+            .map(move |r| r.map(|(k, v)| (s, k, v)))
+    });
     let mut done = false;
     std::iter::from_fn(move || {
         if done {
@@ -99,10 +104,7 @@ impl<S: Store> Fsm<S> {
     /// Replaces the whole state with the exported chunks. Chunks are written as they come,
     /// so a failure part way leaves a partial state: the caller (raft-store) installs into a
     /// fresh store, or retries the install, before using it.
-    pub fn import(
-        &mut self,
-        chunks: impl IntoIterator<Item = Chunk>,
-    ) -> Result<(), StoreError> {
+    pub fn import(&mut self, chunks: impl IntoIterator<Item = Chunk>) -> Result<(), StoreError> {
         self.store_mut().clear()?;
         for chunk in chunks {
             let mut batch = Vec::with_capacity(chunk.entries.len());

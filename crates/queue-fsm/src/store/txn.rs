@@ -63,7 +63,10 @@ impl<'s> Txn<'s> {
 
     /// Entries with `prefix` and key `>= from`, the overlay's writes merged over the store's.
     pub fn scan<'a>(&'a self, space: Space, prefix: &[u8], from: &[u8]) -> ScanIter<'a> {
-        let store = self.store.scan(space, prefix, from).map(|r| r.map(|(k, v)| (k, Some(v))));
+        let store = self
+            .store
+            .scan(space, prefix, from)
+            .map(|r| r.map(|(k, v)| (k, Some(v))));
         let merged = Merge::new(
             Merge::new(store, layer_range(&self.base, space, prefix, from)),
             layer_range(&self.top, space, prefix, from),
@@ -148,7 +151,10 @@ mod tests {
         tx.commit_command();
         tx.put(Space::Ready, b"a0".to_vec(), b"t0".to_vec());
         tx.put(Space::Ready, b"a1".to_vec(), b"t1".to_vec());
-        let got: Vec<_> = tx.scan(Space::Ready, b"a", b"").map(|r| r.unwrap()).collect();
+        let got: Vec<_> = tx
+            .scan(Space::Ready, b"a", b"")
+            .map(|r| r.unwrap())
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -168,7 +174,10 @@ mod tests {
         let batch = tx.into_batch();
         assert_eq!(batch.len(), 2);
         store.write(batch).unwrap();
-        let keys: Vec<_> = store.scan(Space::Ready, b"", b"").map(|r| r.unwrap().0).collect();
+        let keys: Vec<_> = store
+            .scan(Space::Ready, b"", b"")
+            .map(|r| r.unwrap().0)
+            .collect();
         assert_eq!(keys, vec![b"a1".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
     }
 }
