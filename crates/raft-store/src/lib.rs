@@ -1,0 +1,45 @@
+//! # raft-store: openraft storage for raftq, on RocksDB
+//!
+//! Two RocksDB databases per node, side by side under the node's data directory:
+//! - `log/`: the Raft log and vote ([`LogStore`]). An append is readable at once and acknowledged
+//!   to openraft as durable only after one WAL fsync for the whole batch; the vote is synced
+//!   before `save_vote` returns.
+//! - `fsm/`: the queue state machine ([`StateMachine`], a `queue_fsm::Fsm` over a
+//!   `RocksStore`). Applying a log entry writes the queue changes and the applied log id (and
+//!   membership) in one atomic batch, so a restart resumes exactly after the last applied
+//!   entry; openraft re-applies the rest from the log.
+//!
+//! Snapshots are the state machine's export (bounded key/value chunks), taken while apply is
+//! held off so that they match the applied log id stored beside them, kept in
+//! `snapshots/current` and shipped whole to lagging followers.
+//!
+//! ## Layout
+//! - [`types`]: the openraft type configuration and what a log entry carries ([`Proposal`]).
+//! - [`log_store`]: `RaftLogStorage` + `RaftLogReader`.
+//! - [`state_machine`]: `RaftStateMachine` + `RaftSnapshotBuilder`.
+//!
+//! Queue rules live in `queue-fsm`; nothing here looks inside a command.
+
+pub mod log_store;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use state_machine::{EffectsHook, SharedFsm, StateMachine};
+pub use types::{Proposal, ProposalResult, TypeConfig};
+
+use std::path::Path;
+
+/// Opens (creating if needed) the log store and the state machine under `dir`.
+pub fn open(
+    dir: &Path,
+    fsm_config: queue_fsm::FsmConfig,
+) -> std::io::Result<(LogStore, StateMachine)> {
+    std::fs::create_dir_all(dir)?;
+    let log = LogStore::open(&dir.join("log"))?;
+    let sm = StateMachine::open(dir, fsm_config)?;
+    Ok((log, sm))
+}
+
+#[cfg(test)]
+mod tests;
