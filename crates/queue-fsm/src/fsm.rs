@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 /// Settings that shape the state machine's decisions. They are stored in the state (on first
 /// start) and travel in snapshots, so every replica decides with the same values.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FsmConfig {
     /// Delay before a released job can run again, doubled with each attempt...
     pub release_delay_ms: u64,
@@ -222,6 +223,16 @@ impl<S: Store> Fsm<S> {
                 woken_groups: woken,
             },
         })
+    }
+
+    /// The stored outcome of a request id, if it was applied and not yet pruned.
+    pub fn stored_outcome(&self, id: RequestId) -> Result<Option<Outcome>, StoreError> {
+        match self.store.get(Space::Requests, &keys::request(&id))? {
+            Some(b) => Ok(Some(
+                decode::<StoredOutcome>("stored response", &b)?.outcome,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// When the next timer falls due (a lease expiry, the end of a delay, a lost job's return),

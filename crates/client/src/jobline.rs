@@ -1,0 +1,445 @@
+//! Parsing the input of `raftq add`: one job per line, either a plain command or a JSON
+//! object with wr's field names (`cmd`, `cwd`, `memory` "1G", `time` "1h", `cpus`, ...).
+//! Flags give the defaults; a JSON field overrides its default.
+
+use raftq_proto::pb;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Defaults for every job of one `raftq add` (from its flags).
+#[derive(Clone, Debug, Default)]
+pub struct JobDefaults {
+    pub cwd: String,
+    pub cwd_matters: bool,
+    pub change_home: bool,
+    pub rep_grp: String,
+    pub req_grp: String,
+    pub memory_mb: u32,
+    pub time_s: u32,
+    pub cores_milli: u32,
+    pub disk_gb: u32,
+    pub override_mode: u32,
+    pub priority: u32,
+    pub retries: u32,
+    pub dep_grps: Vec<String>,
+    pub deps: Vec<String>,
+    pub limit_grps: Vec<String>,
+}
+
+impl JobDefaults {
+    /// wr's defaults: 1000 MB, 1 hour, 1 core, cwd /tmp.
+    pub fn standard() -> JobDefaults {
+        JobDefaults {
+            cwd: "/tmp".into(),
+            memory_mb: 1000,
+            time_s: 3600,
+            cores_milli: 1000,
+            ..JobDefaults::default()
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct JsonBehaviour {
+    run: Option<String>,
+    cleanup: Option<bool>,
+    cleanup_all: Option<bool>,
+    remove: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonEssence {
+    cmd: String,
+    #[serde(default)]
+    cwd: String,
+    #[serde(default)]
+    mounts: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonJob {
+    cmd: Option<String>,
+    cwd: Option<String>,
+    cwd_matters: Option<bool>,
+    change_home: Option<bool>,
+    mounts: Option<serde_json::Value>,
+    req_grp: Option<String>,
+    memory: Option<serde_json::Value>,
+    time: Option<serde_json::Value>,
+    cpus: Option<f64>,
+    disk: Option<i64>,
+    #[serde(rename = "override")]
+    override_mode: Option<i64>,
+    priority: Option<i64>,
+    retries: Option<i64>,
+    rep_grp: Option<String>,
+    dep_grps: Option<Vec<String>>,
+    deps: Option<Vec<String>>,
+    cmd_deps: Option<Vec<JsonEssence>>,
+    on_failure: Option<Vec<JsonBehaviour>>,
+    on_success: Option<Vec<JsonBehaviour>>,
+    on_exit: Option<Vec<JsonBehaviour>>,
+    env: Option<Vec<String>>,
+    limit_grps: Option<Vec<String>>,
+}
+
+/// A bad line: which line (1-based), which field, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {field}: {reason}")]
+pub struct LineError {
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// Parses a size like `1G`, `500M`, `2.5G`, `1024` (MB) into MB.
+pub fn parse_memory_mb(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'M' => 1.0,
+                'G' => 1024.0,
+                'T' => 1024.0 * 1024.0,
+                _ => return Err(format!("{s:?}: use a number with M, G or T (e.g. 1G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1.0),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 1G)"))?;
+    if !n.is_finite() || n < 0.0 || n * mult > u32::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok((n * mult).ceil() as u32)
+}
+
+/// Parses a duration like `1h`, `30m`, `90s`, `1h30m`, or plain seconds, into seconds.
+pub fn parse_duration_s(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return u32::try_from(n).map_err(|_| format!("{s:?} is out of range"));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600.0,
+            'm' => 60.0,
+            's' => 1.0,
+            'd' => 86400.0,
+            _ => return Err(format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)")),
+        };
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)"))?;
+        total += (n * unit).ceil() as u64;
+        num.clear();
+    }
+    if !num.is_empty() || t.is_empty() {
+        return Err(format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)"));
+    }
+    u32::try_from(total).map_err(|_| format!("{s:?} is out of range"))
+}
+
+fn value_str(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn behaviours(
+    out: &mut Vec<pb::Behaviour>,
+    when: pb::behaviour::When,
+    list: Option<Vec<JsonBehaviour>>,
+    field: &str,
+) -> Result<(), (String, String)> {
+    use pb::behaviour::Action;
+    for (i, b) in list.unwrap_or_default().into_iter().enumerate() {
+        let mut actions = Vec::new();
+        if let Some(r) = b.run {
+            actions.push(Action::Run(r));
+        }
+        if b.cleanup == Some(true) {
+            actions.push(Action::Cleanup(true));
+        }
+        if b.cleanup_all == Some(true) {
+            actions.push(Action::CleanupAll(true));
+        }
+        if b.remove == Some(true) {
+            actions.push(Action::Remove(true));
+        }
+        if actions.len() != 1 {
+            return Err((
+                format!("{field}[{i}]"),
+                "give exactly one of run, cleanup, cleanup_all, remove".into(),
+            ));
+        }
+        out.push(pb::Behaviour {
+            when: when as i32,
+            action: actions.pop(),
+        });
+    }
+    Ok(())
+}
+
+fn int_in(field: &str, v: i64, max: i64) -> Result<u32, (String, String)> {
+    if !(0..=max).contains(&v) {
+        return Err((field.into(), format!("{v} is not in 0..={max}")));
+    }
+    Ok(v as u32)
+}
+
+/// The job of a JSON object line.
+fn from_json(j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, String)> {
+    let cmd = j
+        .cmd
+        .ok_or_else(|| ("cmd".to_string(), "is required".to_string()))?;
+    let ram_mb = match &j.memory {
+        None => d.memory_mb,
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| ("memory".to_string(), format!("{n} is not a size in MB")))?,
+        Some(v) => parse_memory_mb(&value_str(v)).map_err(|e| ("memory".to_string(), e))?,
+    };
+    let time_s = match &j.time {
+        None => d.time_s,
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| ("time".to_string(), format!("{n} is not seconds")))?,
+        Some(v) => parse_duration_s(&value_str(v)).map_err(|e| ("time".to_string(), e))?,
+    };
+    let cores_milli = match j.cpus {
+        None => d.cores_milli,
+        Some(c) if c.is_finite() && (0.0..=4096.0).contains(&c) => (c * 1000.0).round() as u32,
+        Some(c) => return Err(("cpus".into(), format!("{c} is not in 0..=4096"))),
+    };
+    let disk_gb = match j.disk {
+        None => d.disk_gb,
+        Some(v) => int_in("disk", v, u32::MAX as i64)?,
+    };
+    let mut deps: Vec<pb::Dependency> = j
+        .deps
+        .unwrap_or_else(|| d.deps.clone())
+        .into_iter()
+        .map(|g| pb::Dependency {
+            target: Some(pb::dependency::Target::DepGroup(g)),
+        })
+        .collect();
+    for e in j.cmd_deps.unwrap_or_default() {
+        let mounts = e.mounts.as_ref().map(value_str).unwrap_or_default();
+        let key = queue_fsm::JobKey::of(&e.cmd, &e.cwd, !e.cwd.is_empty(), &mounts);
+        deps.push(pb::Dependency {
+            target: Some(pb::dependency::Target::JobKey(key.to_string())),
+        });
+    }
+    let mut bs = Vec::new();
+    behaviours(
+        &mut bs,
+        pb::behaviour::When::OnFailure,
+        j.on_failure,
+        "on_failure",
+    )?;
+    behaviours(
+        &mut bs,
+        pb::behaviour::When::OnSuccess,
+        j.on_success,
+        "on_success",
+    )?;
+    behaviours(&mut bs, pb::behaviour::When::OnExit, j.on_exit, "on_exit")?;
+    Ok(pb::JobSpec {
+        cmd,
+        cwd: j.cwd.unwrap_or_else(|| d.cwd.clone()),
+        cwd_matters: j.cwd_matters.unwrap_or(d.cwd_matters),
+        change_home: j.change_home.unwrap_or(d.change_home),
+        mounts: j.mounts.as_ref().map(value_str).unwrap_or_default(),
+        rep_grp: j.rep_grp.unwrap_or_else(|| d.rep_grp.clone()),
+        req_grp: j.req_grp.unwrap_or_else(|| d.req_grp.clone()),
+        requirements: Some(pb::Requirements {
+            ram_mb,
+            time_s,
+            cores_milli,
+            disk_gb,
+            other: BTreeMap::new().into_iter().collect(),
+        }),
+        r#override: match j.override_mode {
+            None => d.override_mode,
+            Some(v) => int_in("override", v, 2)?,
+        },
+        priority: match j.priority {
+            None => d.priority,
+            Some(v) => int_in("priority", v, 255)?,
+        },
+        retries: match j.retries {
+            None => d.retries,
+            Some(v) => int_in("retries", v, 255)?,
+        },
+        dep_grps: j.dep_grps.unwrap_or_else(|| d.dep_grps.clone()),
+        deps,
+        behaviours: bs,
+        env_override: j.env.unwrap_or_default(),
+        limit_grps: j.limit_grps.unwrap_or_else(|| d.limit_grps.clone()),
+    })
+}
+
+/// The job of a plain command line.
+fn from_plain(cmd: &str, d: &JobDefaults) -> pb::JobSpec {
+    pb::JobSpec {
+        cmd: cmd.to_string(),
+        cwd: d.cwd.clone(),
+        cwd_matters: d.cwd_matters,
+        change_home: d.change_home,
+        mounts: String::new(),
+        rep_grp: d.rep_grp.clone(),
+        req_grp: d.req_grp.clone(),
+        requirements: Some(pb::Requirements {
+            ram_mb: d.memory_mb,
+            time_s: d.time_s,
+            cores_milli: d.cores_milli,
+            disk_gb: d.disk_gb,
+            other: Default::default(),
+        }),
+        r#override: d.override_mode,
+        priority: d.priority,
+        retries: d.retries,
+        dep_grps: d.dep_grps.clone(),
+        deps: d
+            .deps
+            .iter()
+            .map(|g| pb::Dependency {
+                target: Some(pb::dependency::Target::DepGroup(g.clone())),
+            })
+            .collect(),
+        behaviours: Vec::new(),
+        env_override: Vec::new(),
+        limit_grps: d.limit_grps.clone(),
+    }
+}
+
+/// Parses one input line (1-based `line` for errors). Blank lines and `#` comments give None.
+pub fn parse_line(
+    line: usize,
+    text: &str,
+    d: &JobDefaults,
+) -> Result<Option<pb::JobSpec>, LineError> {
+    let t = text.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return Ok(None);
+    }
+    if !t.starts_with('{') {
+        return Ok(Some(from_plain(t, d)));
+    }
+    let j: JsonJob = serde_json::from_str(t).map_err(|e| {
+        let msg = e.to_string();
+        // serde names unknown fields in its message: "unknown field `x`, expected ..."
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.starts_with("unknown field"))
+            .unwrap_or("json")
+            .to_string();
+        LineError {
+            line,
+            field,
+            reason: msg,
+        }
+    })?;
+    from_json(j, d)
+        .map(Some)
+        .map_err(|(field, reason)| LineError {
+            line,
+            field,
+            reason,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_memory_mb("1G"), Ok(1024));
+        assert_eq!(parse_memory_mb("500M"), Ok(500));
+        assert_eq!(parse_memory_mb("1.5g"), Ok(1536));
+        assert_eq!(parse_memory_mb("200"), Ok(200));
+        assert!(parse_memory_mb("1X").is_err());
+        assert!(parse_memory_mb("-1G").is_err());
+        assert_eq!(parse_duration_s("1h"), Ok(3600));
+        assert_eq!(parse_duration_s("1h30m"), Ok(5400));
+        assert_eq!(parse_duration_s("90s"), Ok(90));
+        assert_eq!(parse_duration_s("45"), Ok(45));
+        assert!(parse_duration_s("1y").is_err());
+        assert!(parse_duration_s("").is_err());
+        assert!(parse_duration_s("h").is_err());
+    }
+
+    #[test]
+    fn plain_and_comment_lines() {
+        let d = JobDefaults::standard();
+        assert_eq!(parse_line(1, "   ", &d), Ok(None));
+        assert_eq!(parse_line(1, "# note", &d), Ok(None));
+        let j = parse_line(1, "echo hi", &d).unwrap().unwrap();
+        assert_eq!(j.cmd, "echo hi");
+        assert_eq!(j.requirements.unwrap().ram_mb, 1000);
+        assert_eq!(j.cwd, "/tmp");
+    }
+
+    #[test]
+    fn json_line_with_wr_fields() {
+        let d = JobDefaults::standard();
+        let line = r#"{"cmd":"bwa mem x","cwd":"/data","cwd_matters":true,"memory":"2G","time":"30m","cpus":2.5,"disk":3,"override":1,"priority":9,"retries":2,"rep_grp":"align","req_grp":"bwa","dep_grps":["a"],"deps":["ref"],"cmd_deps":[{"cmd":"index ref","cwd":"/data"}],"on_failure":[{"run":"echo failed"}],"on_success":[{"cleanup":true}],"env":["X=1"],"limit_grps":["db:2"]}"#;
+        let j = parse_line(3, line, &d).unwrap().unwrap();
+        let r = j.requirements.clone().unwrap();
+        assert_eq!(
+            (r.ram_mb, r.time_s, r.cores_milli, r.disk_gb),
+            (2048, 1800, 2500, 3)
+        );
+        assert_eq!((j.r#override, j.priority, j.retries), (1, 9, 2));
+        assert_eq!(j.deps.len(), 2);
+        let essence = queue_fsm::JobKey::of("index ref", "/data", true, "").to_string();
+        assert_eq!(
+            j.deps[1].target,
+            Some(pb::dependency::Target::JobKey(essence))
+        );
+        assert_eq!(j.behaviours.len(), 2);
+        assert_eq!(j.env_override, vec!["X=1"]);
+        assert_eq!(j.limit_grps, vec!["db:2"]);
+    }
+
+    #[test]
+    fn bad_lines_name_line_and_field() {
+        let d = JobDefaults::standard();
+        let e = parse_line(7, r#"{"cmd":"x","priority":300}"#, &d).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (7, "priority"));
+        let e = parse_line(2, r#"{"cmd":"x","memory":"lots"}"#, &d).unwrap_err();
+        assert_eq!(e.field, "memory");
+        let e = parse_line(2, r#"{"cmd":"x","colour":"red"}"#, &d).unwrap_err();
+        assert_eq!(e.field, "colour");
+        let e = parse_line(2, r#"{"cwd":"/x"}"#, &d).unwrap_err();
+        assert_eq!(e.field, "cmd");
+        let e = parse_line(
+            2,
+            r#"{"cmd":"x","on_exit":[{"run":"a","cleanup":true}]}"#,
+            &d,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "on_exit[0]");
+        let e = parse_line(4, r#"{"cmd": "x""#, &d).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "json"));
+        assert!(e.to_string().starts_with("line 4: json: "));
+    }
+}

@@ -1,0 +1,207 @@
+//! The manager node's configuration: defaults for a busy 2-core host, a TOML file, `RAFTQ_*`
+//! environment variables and flags (later ones win), and `validate()`.
+
+use queue_fsm::FsmConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (1, 2, 3, ...), unique in the cluster.
+    pub id: u64,
+    /// host:port for gRPC (clients, runners and the other managers).
+    pub listen: String,
+    /// host:port for the web UI and /metrics (reserved; not served yet).
+    pub http: Option<String>,
+    /// Where the log, the state machine and snapshots live.
+    pub data_dir: PathBuf,
+    /// The nodes of a new cluster, id → host:port, the same on every node. Ignored once the
+    /// node has state (membership is then what the log says).
+    pub peers: BTreeMap<u64, String>,
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in [min, max] stands for election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Time allowed to send a whole snapshot to a lagging follower.
+    pub install_snapshot_timeout_ms: u64,
+    /// A snapshot is taken after this many log entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot, for followers that are only a little behind.
+    pub logs_kept_after_snapshot: u64,
+    /// Commands merged into one log entry at most.
+    pub max_batch_commands: usize,
+    /// Log entries in flight (proposed, not yet committed) at most.
+    pub max_inflight_entries: usize,
+    /// Test only: added to this node's clock, to test skew.
+    pub clock_offset_ms: i64,
+    /// Decisions of the queue state machine (the same on every node; stored in the state).
+    pub fsm: FsmConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:7700".into(),
+            http: None,
+            data_dir: PathBuf::from("raftq-data"),
+            peers: BTreeMap::new(),
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            install_snapshot_timeout_ms: 60_000,
+            snapshot_every_entries: 5_000,
+            logs_kept_after_snapshot: 1_000,
+            max_batch_commands: 4_096,
+            max_inflight_entries: 8,
+            clock_offset_ms: 0,
+            fsm: FsmConfig::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Checks each field and the relations between them; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id: must be 1 or more".into());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "listen: {:?} is not host:port (e.g. 127.0.0.1:7700)",
+                self.listen
+            ));
+        }
+        if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
+            return Err(format!("peers: does not list this node's id {}", self.id));
+        }
+        for (id, addr) in &self.peers {
+            if *id == 0 {
+                return Err("peers: node ids must be 1 or more".into());
+            }
+            if !addr.contains(':') {
+                return Err(format!(
+                    "peers: address of node {id} ({addr:?}) is not host:port"
+                ));
+            }
+        }
+        if self.heartbeat_ms < 10 {
+            return Err("heartbeat_ms: must be at least 10".into());
+        }
+        if self.election_timeout_min_ms < 3 * self.heartbeat_ms {
+            return Err("election_timeout_min_ms: must be at least 3 × heartbeat_ms".into());
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(
+                "election_timeout_max_ms: must be more than election_timeout_min_ms".into(),
+            );
+        }
+        if self.max_batch_commands == 0 || self.max_inflight_entries == 0 {
+            return Err("max_batch_commands, max_inflight_entries: must be at least 1".into());
+        }
+        if self.snapshot_every_entries < 100 {
+            return Err("snapshot_every_entries: must be at least 100".into());
+        }
+        self.fsm.validate().map_err(|e| format!("fsm.{e}"))
+    }
+
+    /// The openraft configuration these settings make.
+    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+        let c = openraft::Config {
+            cluster_name: "raftq".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.install_snapshot_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            max_payload_entries: 64,
+            purge_batch_size: 256,
+            ..Default::default()
+        };
+        c.validate().map_err(|e| format!("raft settings: {e}"))
+    }
+
+    /// Parses `1=host:port,2=host:port`.
+    pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+        let mut out = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("peers: {part:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("peers: {id:?} is not a node id"))?;
+            if out.insert(id, addr.trim().to_string()).is_some() {
+                return Err(format!("peers: node {id} is listed twice"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a TOML file of these fields.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| format!("config file: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = NodeConfig::default();
+        c.validate().unwrap();
+        c.raft_config().unwrap();
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let c = NodeConfig {
+            election_timeout_min_ms: 100,
+            ..NodeConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .starts_with("election_timeout_min_ms"));
+        let c = NodeConfig {
+            listen: "nope".into(),
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().starts_with("listen"));
+        let c = NodeConfig {
+            id: 4,
+            peers: NodeConfig::parse_peers("1=a:1,2=b:2").unwrap(),
+            ..NodeConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("does not list this node's id 4"));
+    }
+
+    #[test]
+    fn peers_and_toml_parse() {
+        let p = NodeConfig::parse_peers("1=127.0.0.1:1, 2=127.0.0.1:2").unwrap();
+        assert_eq!(p[&2], "127.0.0.1:2");
+        assert!(NodeConfig::parse_peers("1=a:1,1=b:2").is_err());
+        assert!(NodeConfig::parse_peers("x").is_err());
+        let c =
+            NodeConfig::from_toml("id = 3\nheartbeat_ms = 50\n[fsm]\nlearn_window = 7\n").unwrap();
+        assert_eq!(c.id, 3);
+        assert_eq!(c.fsm.learn_window, 7);
+        assert_eq!(
+            c.fsm.release_delay_ms,
+            FsmConfig::default().release_delay_ms
+        );
+        assert!(NodeConfig::from_toml("bogus = 1")
+            .unwrap_err()
+            .contains("bogus"));
+    }
+}

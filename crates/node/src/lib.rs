@@ -1,0 +1,30 @@
+//! # raftq-node: the manager process and the `raftq` command
+//!
+//! A manager holds a replica of the queue (`queue-fsm` on `raft-store`), takes part in Raft
+//! (openraft), and serves the Queue, Admin and Raft gRPC services. Any node accepts any
+//! request: writes go to the leader's proposer (forwarded by a follower), reads are
+//! linearizable through a read index unless the caller accepts stale ones.
+//!
+//! ## Layout
+//! - [`config`]: `NodeConfig` with defaults, TOML/env loading and `validate()`.
+//! - [`server`]: start a node and serve until shutdown.
+//! - [`node`]: routing to the leader (forwarding, read index, the blocking-reserve long poll).
+//! - [`proposer`]: group commit of concurrent commands into one log entry.
+//! - [`ticker`]: leader-only `RenewLeases` after election and `Tick` at each deadline.
+//! - [`raft_net`]: openraft's network over gRPC, both sides.
+//! - [`queue_service`], [`admin_service`]: the gRPC services.
+//! - [`cli`]: the `raftq` command line (node, up, down, add, status, ...).
+//!
+//! Queue rules live in `queue-fsm`; this crate only carries commands to it.
+
+pub mod admin_service;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod limits;
+pub mod node;
+pub mod proposer;
+pub mod queue_service;
+pub mod raft_net;
+pub mod server;
+pub mod ticker;

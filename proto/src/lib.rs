@@ -1,0 +1,16 @@
+//! # raftq-proto: the wire contract
+//!
+//! The generated gRPC code for `proto/raftq.proto` (package `raftq.v1`) and the mapping
+//! between its messages and `queue-fsm`'s types (`convert`). Both the node and the client use
+//! this crate, so the mapping exists once.
+//!
+//! - [`convert`]: pb ↔ queue-fsm. Network input converts fallibly (`ConvertError` names the
+//!   field path); building each `Request` from its request message; fsm responses and stats to
+//!   pb; `CommandError` ↔ `tonic::Status` (via `x-raftq-error-bin` metadata).
+
+pub mod convert;
+
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("raftq.v1");
+}
