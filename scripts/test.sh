@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftq-target}"
+# The end-to-end tests (tests/) start real `raftq node` processes: build the binary first.
+cargo build --workspace --bins
 cargo test --workspace --all-targets
 # --all-targets leaves out doc tests; run them too
 cargo test --workspace --doc
