@@ -46,6 +46,9 @@ pub(crate) struct Ctx<'s> {
     pub woken: BTreeSet<String>,
     /// Dependants whose waiting count must change: (job, +1 or -1).
     pending: Vec<(JobKey, i64)>,
+    /// Environments whose reference count reached zero during the command; their blobs go
+    /// at its end if nothing references them again by then.
+    env_unreferenced: BTreeSet<[u8; 32]>,
 }
 
 fn env_refs_key(hash: &[u8; 32]) -> Vec<u8> {
@@ -206,6 +209,7 @@ impl<'s> Ctx<'s> {
             hints,
             woken: BTreeSet::new(),
             pending: Vec::new(),
+            env_unreferenced: BTreeSet::new(),
         }
     }
 
@@ -220,12 +224,18 @@ impl<'s> Ctx<'s> {
         let woken = self.woken.clone();
         match self.dispatch(cmd) {
             Ok(resp) => {
+                for h in std::mem::take(&mut self.env_unreferenced) {
+                    if self.counter(Space::Env, &env_refs_key(&h))? == 0 {
+                        self.tx.delete(Space::Env, h.to_vec());
+                    }
+                }
                 self.tx.commit_command();
                 Ok(Ok(resp))
             }
             Err(Failure::Refused(e)) => {
                 self.tx.discard_command();
                 self.pending.clear();
+                self.env_unreferenced.clear();
                 self.meta = meta;
                 self.hints = hints;
                 self.woken = woken;
@@ -447,7 +457,7 @@ impl<'s> Ctx<'s> {
             if let Some(h) = &j.env_hash {
                 let (_, n) = self.bump(Space::Env, env_refs_key(h), sign)?;
                 if n == 0 {
-                    self.tx.delete(Space::Env, h.to_vec());
+                    self.env_unreferenced.insert(*h);
                 }
             }
             if contributes(j) {
