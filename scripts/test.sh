@@ -8,6 +8,6 @@ bash scripts/setup-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/raftq-target}"
 # The end-to-end tests (tests/) start real `raftq node` processes: build the binary first.
 cargo build --workspace --bins
-cargo test --workspace --all-targets
-# --all-targets leaves out doc tests; run them too
+# --all-targets leaves out doc tests: run those first, then everything else.
 cargo test --workspace --doc
+cargo test --workspace --all-targets

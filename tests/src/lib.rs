@@ -6,9 +6,9 @@
 //! `cargo test --workspace`), or at `$RAFTQ_BIN`.
 
 use raftq_client::{Client, ClientConfig};
+use raftq_node::local::LocalCluster;
 use raftq_proto::pb;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -35,24 +35,9 @@ pub fn raftq_bin() -> PathBuf {
     bin
 }
 
-/// A free loopback port (bound, then released for the node to take).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
-pub struct NodeProc {
-    pub id: u64,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    child: Option<Child>,
-}
-
 pub struct Cluster {
     pub dir: TempDir,
-    pub nodes: Vec<NodeProc>,
-    peers: String,
-    extra_config: String,
+    pub local: LocalCluster,
 }
 
 /// Test timing: shorter election timeouts than production so failover tests run fast, still
@@ -66,108 +51,45 @@ impl Cluster {
         Cluster::start_with(n, "")
     }
 
-    /// Starts `n` nodes with extra TOML settings (e.g. snapshot thresholds).
+    /// Starts `n` nodes with extra TOML settings (e.g. snapshot thresholds; a `[fsm]` table
+    /// must come last).
     pub fn start_with(n: u64, extra_config: &str) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("raftq-e2e-")
             .tempdir()
             .expect("temp dir");
-        let nodes: Vec<NodeProc> = (1..=n)
-            .map(|id| NodeProc {
-                id,
-                addr: format!("127.0.0.1:{}", free_port()),
-                data_dir: dir.path().join(format!("node-{id}")),
-                child: None,
-            })
-            .collect();
-        let peers = nodes
-            .iter()
-            .map(|p| format!("{}={}", p.id, p.addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = Cluster {
-            dir,
-            nodes,
-            peers,
-            extra_config: extra_config.to_string(),
-        };
-        for id in 1..=n {
-            c.start_node(id);
-        }
-        c
-    }
-
-    fn node(&mut self, id: u64) -> &mut NodeProc {
-        self.nodes
-            .iter_mut()
-            .find(|p| p.id == id)
-            .expect("node id in cluster")
+        let mut local = LocalCluster::on_free_ports(
+            raftq_bin(),
+            dir.path(),
+            n,
+            &format!("{TEST_CONFIG}{extra_config}"),
+        )
+        .expect("free ports");
+        local.start_all().expect("start nodes");
+        Cluster { dir, local }
     }
 
     /// (Re)starts node `id` with its data directory.
     pub fn start_node(&mut self, id: u64) {
-        let config = self.dir.path().join("node.toml");
-        std::fs::write(&config, format!("{TEST_CONFIG}{}", self.extra_config))
-            .expect("write config");
-        let log = self.dir.path().join(format!("node-{id}.log"));
-        let peers = self.peers.clone();
-        let p = self.node(id);
-        assert!(p.child.is_none(), "node {id} is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open node log");
-        let child = Command::new(raftq_bin())
-            .arg("node")
-            .arg("--config")
-            .arg(&config)
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--listen")
-            .arg(&p.addr)
-            .arg("--data-dir")
-            .arg(&p.data_dir)
-            .arg("--peers")
-            .arg(&peers)
-            .env("RAFTQ_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn raftq node");
-        p.child = Some(child);
+        self.local.start(id).expect("start node");
     }
 
     /// kill -9 of node `id`.
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut c) = self.node(id).child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.local.kill(id);
     }
 
     /// SIGTERM to node `id`, waiting for it to exit.
     pub fn stop(&mut self, id: u64) {
-        if let Some(mut c) = self.node(id).child.take() {
-            // SAFETY: signals a child process we started; no memory is touched.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
-            let _ = c.wait();
-        }
+        self.local.stop(id);
     }
 
     pub fn addrs(&self) -> Vec<String> {
-        self.nodes.iter().map(|p| p.addr.clone()).collect()
+        self.local.addrs()
     }
 
     pub fn addr(&self, id: u64) -> String {
-        self.nodes
-            .iter()
-            .find(|p| p.id == id)
-            .map(|p| p.addr.clone())
-            .expect("node id")
+        self.local.node(id).expect("node id").addr.clone()
     }
 
     /// A client of every node.
@@ -182,41 +104,20 @@ impl Cluster {
 
     /// The leader, once the running nodes agree on one (within `timeout`).
     pub async fn leader(&self, timeout: Duration) -> u64 {
-        let client = self.client();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let mut seen = Vec::new();
-            for (i, p) in self.nodes.iter().enumerate() {
-                if p.child.is_none() {
-                    continue;
-                }
-                if let Ok(s) = client.cluster_status_of(i).await {
-                    seen.push(s.leader);
-                }
-            }
-            if let Some(&l) = seen.first() {
-                let running = self.nodes.iter().any(|p| p.id == l && p.child.is_some());
-                if l != 0 && running && seen.iter().all(|x| *x == l) {
-                    return l;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no agreed leader within {timeout:?} (views: {seen:?}); logs in {}",
-                self.dir.path().display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        match self.local.wait_leader(timeout).await {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
         }
     }
 
-    /// Waits until every running node has the same state digest and applied index.
+    /// Waits until every running node has the same state digest.
     pub async fn converged(&self, timeout: Duration) -> String {
         let client = self.client();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut views = Vec::new();
-            for (i, p) in self.nodes.iter().enumerate() {
-                if p.child.is_some() {
+            for (i, n) in self.local.nodes.iter().enumerate() {
+                if n.running() {
                     views.push(client.digest_of(i).await.ok());
                 }
             }
@@ -239,18 +140,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for p in &mut self.nodes {
-            if let Some(mut c) = p.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        for id in 1..=self.local.nodes.len() as u64 {
+            self.local.kill(id);
         }
         if std::thread::panicking() {
             // Keep the logs of a failed test.
-            let path = self.dir.path().to_path_buf();
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-            let _ = kept.keep();
-            eprintln!("node logs kept in {}", path.display());
+            eprintln!("node logs kept in {}", kept.keep().display());
         }
     }
 }

@@ -445,6 +445,16 @@ impl Client {
         Ok(c.cluster_status(req).await?.into_inner())
     }
 
+    /// Asks one node to build a snapshot now.
+    pub async fn trigger_snapshot_of(&self, node: usize) -> Result<(), Status> {
+        let ch = self
+            .channel(node)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut c = AdminClient::new(ch);
+        c.trigger_snapshot(pb::TriggerSnapshotRequest {}).await?;
+        Ok(())
+    }
+
     /// State digest of one node.
     pub async fn digest_of(&self, node: usize) -> Result<pb::DigestResponse, Status> {
         let ch = self

@@ -45,6 +45,8 @@ impl pb::admin_server::Admin for AdminService {
                 s.term = m.current_term;
                 s.last_log_index = m.last_log_index.unwrap_or(0);
                 s.applied_index = m.last_applied.map_or(0, |l| l.index);
+                s.snapshot_index = m.snapshot.map_or(0, |l| l.index);
+                s.purged_index = m.purged.map_or(0, |l| l.index);
             } else if m.state == ServerState::Leader {
                 // The leader knows how far each follower has matched its log.
                 let matched = replication
@@ -72,6 +74,19 @@ impl pb::admin_server::Admin for AdminService {
             nodes,
             answered_by: m.id,
         }))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {}))
     }
 
     async fn digest(

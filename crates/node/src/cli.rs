@@ -1,6 +1,7 @@
 //! The `raftq` command line.
 
 use crate::config::NodeConfig;
+use crate::local::LocalCluster;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use raftq_client::jobline::{parse_duration_s, parse_line, parse_memory_mb, JobDefaults};
@@ -56,6 +57,8 @@ enum Cmd {
     /// Cluster administration.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Measure throughput, latency and failover (starts its own cluster without --cluster).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -249,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Retry(a) => select_and(a, Action::Retry).await,
         Cmd::Remove(a) => select_and(a, Action::Remove).await,
         Cmd::Cluster(ClusterCmd::Status { cluster, json }) => cluster_status(cluster, json).await,
+        Cmd::Bench(a) => crate::bench::run(a).await,
     }
 }
 
@@ -320,26 +324,6 @@ fn signal_pid(pid: i32, sig: i32) {
     }
 }
 
-async fn wait_for_leader(client: &Client, n: usize, timeout: Duration) -> anyhow::Result<u64> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        for i in 0..n {
-            if let Ok(s) = client.cluster_status_of(i).await {
-                if s.leader != 0 {
-                    return Ok(s.leader);
-                }
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "no leader was elected within {} s; see the node logs",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn up(a: UpArgs) -> anyhow::Result<()> {
     if a.nodes == 0 || a.nodes > 9 {
         bail!("--nodes: give 1 to 9 (3 or 5 for fault tolerance)");
@@ -366,49 +350,29 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             bail!("{addr} is in use; choose other ports with --base-port");
         }
     }
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| format!("{}={addr}", i + 1))
-        .collect();
     let exe = std::env::current_exe().context("finding the raftq executable")?;
-    let mut children = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let id = i as u64 + 1;
-        let log = std::fs::File::create(dir.join(format!("node-{id}.log")))?;
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("node")
-            .arg("--id")
-            .arg(id.to_string())
-            .arg("--listen")
-            .arg(addr)
-            .arg("--data-dir")
-            .arg(dir.join(format!("node-{id}")))
-            .arg("--peers")
-            .arg(peers.join(","))
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        if a.detach {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
+    let mut cluster = LocalCluster::new(exe, &dir, addrs.clone(), "");
+    cluster.detach = a.detach;
+    cluster.start_all().context("starting the nodes")?;
+    for n in &cluster.nodes {
+        if let Some(pid) = n.pid() {
+            std::fs::write(pid_path(&dir, n.id), pid.to_string())?;
         }
-        let child = cmd.spawn().context("starting a node")?;
-        std::fs::write(pid_path(&dir, id), child.id().to_string())?;
-        children.push(child);
     }
-    let cluster = addrs.join(",");
+    let cluster_list = addrs.join(",");
     std::fs::write(
         dir.join("raftq.env"),
-        format!("export RAFTQ_CLUSTER={cluster}\n"),
+        format!("export RAFTQ_CLUSTER={cluster_list}\n"),
     )?;
-    let client = Client::from_list(&cluster, ClientConfig::default())?;
-    let leader = wait_for_leader(&client, addrs.len(), Duration::from_secs(30)).await?;
+    let leader = cluster
+        .wait_leader(Duration::from_secs(30))
+        .await
+        .map_err(anyhow::Error::msg)?;
     println!(
         "raftq cluster of {} nodes is up; leader: node {leader}",
         a.nodes
     );
-    println!("  nodes:   {cluster}");
+    println!("  nodes:   {cluster_list}");
     println!("  data:    {}", dir.display());
     println!("  logs:    {}/node-N.log", dir.display());
     println!();
@@ -418,15 +382,16 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     println!("  raftq status");
     if a.detach {
         println!("  raftq down --dir {}", dir.display());
+        cluster.release();
         return Ok(());
     }
     println!();
     println!("Ctrl-C stops the cluster.");
     shutdown_signal().await;
     println!("stopping...");
-    stop_nodes(&dir, a.nodes).await;
-    for mut c in children {
-        let _ = c.wait();
+    cluster.stop_all();
+    for id in 1..=a.nodes {
+        let _ = std::fs::remove_file(pid_path(&dir, id));
     }
     Ok(())
 }

@@ -14,14 +14,18 @@
 //! - [`raft_net`]: openraft's network over gRPC, both sides.
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
 //! - [`cli`]: the `raftq` command line (node, up, down, add, status, ...).
+//! - [`bench`]: `raftq bench`.
+//! - [`local`]: clusters of node processes on this machine (`up`, `bench`, tests).
 //!
 //! Queue rules live in `queue-fsm`; this crate only carries commands to it.
 
 pub mod admin_service;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod local;
 pub mod node;
 pub mod proposer;
 pub mod queue_service;

@@ -227,7 +227,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 ));
             }
         }
-        save_snapshot(&self.snapshot_dir, meta, &snapshot)
+        save_snapshot(&self.snapshot_dir, meta, &snapshot)?;
+        tracing::info!(
+            last_log_id = ?meta.last_log_id,
+            bytes = snapshot.len(),
+            "installed snapshot from the leader"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
