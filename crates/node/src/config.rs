@@ -53,7 +53,7 @@ impl Default for NodeConfig {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             install_snapshot_timeout_ms: 60_000,
-            snapshot_every_entries: 5_000,
+            snapshot_every_entries: 100_000,
             logs_kept_after_snapshot: 1_000,
             max_batch_commands: 4_096,
             max_inflight_entries: 8,

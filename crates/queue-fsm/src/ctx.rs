@@ -49,6 +49,8 @@ pub(crate) struct Ctx<'s> {
     /// Environments whose reference count reached zero during the command; their blobs go
     /// at its end if nothing references them again by then.
     env_unreferenced: BTreeSet<[u8; 32]>,
+    /// Req group → learned stats, as of the writes so far in this entry.
+    req_cache: BTreeMap<String, Option<ReqStats>>,
 }
 
 fn env_refs_key(hash: &[u8; 32]) -> Vec<u8> {
@@ -210,6 +212,7 @@ impl<'s> Ctx<'s> {
             woken: BTreeSet::new(),
             pending: Vec::new(),
             env_unreferenced: BTreeSet::new(),
+            req_cache: BTreeMap::new(),
         }
     }
 
@@ -236,6 +239,7 @@ impl<'s> Ctx<'s> {
                 self.tx.discard_command();
                 self.pending.clear();
                 self.env_unreferenced.clear();
+                self.req_cache.clear();
                 self.meta = meta;
                 self.hints = hints;
                 self.woken = woken;
@@ -343,11 +347,18 @@ impl<'s> Ctx<'s> {
         }
     }
 
-    fn req_stats(&self, req_grp: &str) -> Result<Option<ReqStats>, StoreError> {
-        match self.tx.get(Space::ReqStats, req_grp.as_bytes())? {
-            Some(b) => Ok(Some(decode("req stats", &b)?)),
-            None => Ok(None),
+    /// Learned requirements of a req group, read once per entry (an Add of many jobs of one
+    /// group would otherwise read them once per job).
+    fn req_stats(&mut self, req_grp: &str) -> Result<Option<ReqStats>, StoreError> {
+        if let Some(s) = self.req_cache.get(req_grp) {
+            return Ok(s.clone());
         }
+        let s: Option<ReqStats> = match self.tx.get(Space::ReqStats, req_grp.as_bytes())? {
+            Some(b) => Some(decode("req stats", &b)?),
+            None => None,
+        };
+        self.req_cache.insert(req_grp.to_string(), s.clone());
+        Ok(s)
     }
 
     fn dependants_of(&self, target: &[u8]) -> Result<Vec<JobKey>, StoreError> {
@@ -941,8 +952,12 @@ impl<'s> Ctx<'s> {
         let req_grp = job.spec.effective_req_grp().to_string();
         let mut stats = self.req_stats(&req_grp)?.unwrap_or_default();
         stats.record(&report, self.meta.config.learn_window as usize);
-        self.tx
-            .put(Space::ReqStats, req_grp.into_bytes(), encode(&stats));
+        self.tx.put(
+            Space::ReqStats,
+            req_grp.clone().into_bytes(),
+            encode(&stats),
+        );
+        self.req_cache.insert(req_grp, Some(stats));
         job.run.report = Some(report);
         job.run.fail_reason.clear();
         if job.waiting > 0 {
