@@ -98,6 +98,13 @@ pub fn request_id() -> Vec<u8> {
     uuid::Uuid::new_v4().as_bytes().to_vec()
 }
 
+/// Gives a request without an id a fresh one (kept for all retries of the call).
+fn ensure_id(id: &mut Vec<u8>) {
+    if id.is_empty() {
+        *id = request_id();
+    }
+}
+
 fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
@@ -236,14 +243,28 @@ impl Client {
 
     // ---- typed API (each mutating call gets one request id for all its retries) ----------
 
+    /// One Queue-service call with retries; `f` makes the call on a fresh client stub.
+    async fn queue_call<Req, T, F, Fut>(
+        &self,
+        req: Req,
+        extra: Duration,
+        f: F,
+    ) -> Result<T, ClientError>
+    where
+        Req: Clone,
+        F: Fn(QueueClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call(extra, |ch| f(Self::queue(ch), req.clone())).await
+    }
+
     pub async fn add(&self, mut req: pb::AddRequest) -> Result<pb::AddResponse, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).add(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.add(r).await },
+        )
         .await
     }
 
@@ -252,47 +273,39 @@ impl Client {
         &self,
         mut req: pb::ReserveRequest,
     ) -> Result<pb::ReserveResponse, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
+        ensure_id(&mut req.request_id);
         let extra = Duration::from_millis(req.wait_ms);
-        self.call(extra, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).reserve(r).await }
-        })
-        .await
+        self.queue_call(req, extra, |mut c, r| async move { c.reserve(r).await })
+            .await
     }
 
     pub async fn started(&self, mut req: pb::StartedRequest) -> Result<pb::Ack, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).started(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.started(r).await },
+        )
         .await
     }
 
     pub async fn touch(&self, mut req: pb::TouchRequest) -> Result<pb::TouchResponse, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).touch(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.touch(r).await },
+        )
         .await
     }
 
     pub async fn archive(&self, mut req: pb::ArchiveRequest) -> Result<pb::Ack, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).archive(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.archive(r).await },
+        )
         .await
     }
 
@@ -300,64 +313,63 @@ impl Client {
         &self,
         mut req: pb::ReleaseRequest,
     ) -> Result<pb::ReleaseResponse, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).release(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.release(r).await },
+        )
         .await
     }
 
     pub async fn bury(&self, mut req: pb::BuryRequest) -> Result<pb::Ack, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).bury(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.bury(r).await },
+        )
         .await
     }
 
-    pub async fn kick(&self, keys: Vec<String>) -> Result<u64, ClientError> {
-        let req = pb::KeysRequest {
+    fn keys_request(keys: Vec<String>) -> pb::KeysRequest {
+        pb::KeysRequest {
             request_id: request_id(),
             keys,
-        };
+        }
+    }
+
+    pub async fn kick(&self, keys: Vec<String>) -> Result<u64, ClientError> {
+        let req = Self::keys_request(keys);
         let r = self
-            .call(Duration::ZERO, |ch| {
-                let r = req.clone();
-                async move { Self::queue(ch).kick(r).await }
-            })
+            .queue_call(
+                req,
+                Duration::ZERO,
+                |mut c, r| async move { c.kick(r).await },
+            )
             .await?;
         Ok(r.count)
     }
 
     pub async fn kill(&self, keys: Vec<String>) -> Result<u64, ClientError> {
-        let req = pb::KeysRequest {
-            request_id: request_id(),
-            keys,
-        };
+        let req = Self::keys_request(keys);
         let r = self
-            .call(Duration::ZERO, |ch| {
-                let r = req.clone();
-                async move { Self::queue(ch).kill(r).await }
-            })
+            .queue_call(
+                req,
+                Duration::ZERO,
+                |mut c, r| async move { c.kill(r).await },
+            )
             .await?;
         Ok(r.count)
     }
 
     pub async fn delete(&self, keys: Vec<String>) -> Result<pb::DeleteResponse, ClientError> {
-        let req = pb::KeysRequest {
-            request_id: request_id(),
-            keys,
-        };
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).delete(r).await }
-        })
+        let req = Self::keys_request(keys);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.delete(r).await },
+        )
         .await
     }
 
@@ -365,41 +377,45 @@ impl Client {
         &self,
         mut req: pb::ModifyRequest,
     ) -> Result<pb::ModifyResponse, ClientError> {
-        if req.request_id.is_empty() {
-            req.request_id = request_id();
-        }
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).modify(r).await }
-        })
+        ensure_id(&mut req.request_id);
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.modify(r).await },
+        )
         .await
     }
 
     pub async fn get(&self, keys: Vec<String>, stale: bool) -> Result<Vec<pb::Job>, ClientError> {
         let req = pb::GetRequest { keys, stale };
         let r = self
-            .call(Duration::ZERO, |ch| {
-                let r = req.clone();
-                async move { Self::queue(ch).get(r).await }
-            })
+            .queue_call(
+                req,
+                Duration::ZERO,
+                |mut c, r| async move { c.get(r).await },
+            )
             .await?;
         Ok(r.jobs)
     }
 
     pub async fn search(&self, req: pb::SearchRequest) -> Result<Vec<pb::Job>, ClientError> {
         let r = self
-            .call(Duration::ZERO, |ch| {
-                let r = req.clone();
-                async move { Self::queue(ch).search(r).await }
-            })
+            .queue_call(
+                req,
+                Duration::ZERO,
+                |mut c, r| async move { c.search(r).await },
+            )
             .await?;
         Ok(r.jobs)
     }
 
     pub async fn stats(&self, stale: bool) -> Result<pb::StatsResponse, ClientError> {
-        self.call(Duration::ZERO, |ch| async move {
-            Self::queue(ch).stats(pb::StatsRequest { stale }).await
-        })
+        let req = pb::StatsRequest { stale };
+        self.queue_call(
+            req,
+            Duration::ZERO,
+            |mut c, r| async move { c.stats(r).await },
+        )
         .await
     }
 
@@ -409,10 +425,11 @@ impl Client {
             stale: false,
         };
         let r = self
-            .call(Duration::ZERO, |ch| {
-                let r = req.clone();
-                async move { Self::queue(ch).get_env(r).await }
-            })
+            .queue_call(
+                req,
+                Duration::ZERO,
+                |mut c, r| async move { c.get_env(r).await },
+            )
             .await?;
         Ok(r.env)
     }
@@ -423,9 +440,8 @@ impl Client {
             group,
             limit,
         };
-        self.call(Duration::ZERO, |ch| {
-            let r = req.clone();
-            async move { Self::queue(ch).set_limit(r).await }
+        self.queue_call(req, Duration::ZERO, |mut c, r| async move {
+            c.set_limit(r).await
         })
         .await?;
         Ok(())

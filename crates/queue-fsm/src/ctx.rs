@@ -1006,18 +1006,20 @@ impl<'s> Ctx<'s> {
         self.requeue(job, delay)
     }
 
-    fn release(
-        &mut self,
-        key: JobKey,
+    /// The common start of Release and Bury: validate, check the fence, record the report.
+    /// Returns (the job as stored, the job with the report, whether it had started).
+    fn failed_run(
+        &self,
+        key: &JobKey,
         fence: FenceToken,
         report: Option<RunReport>,
-        reason: String,
-    ) -> Res<Response> {
-        limits::check_text("reason", &reason, limits::MAX_REASON_BYTES)?;
+        reason: &str,
+    ) -> Res<(Job, Job, bool)> {
+        limits::check_text("reason", reason, limits::MAX_REASON_BYTES)?;
         if let Some(r) = &report {
             Self::check_report(r)?;
         }
-        let old = self.fenced(&key, fence)?;
+        let old = self.fenced(key, fence)?;
         let ran = matches!(
             old.state,
             JobState::Running(_) | JobState::Lost { started: true, .. }
@@ -1026,6 +1028,17 @@ impl<'s> Ctx<'s> {
         if report.is_some() {
             job.run.report = report;
         }
+        Ok((old, job, ran))
+    }
+
+    fn release(
+        &mut self,
+        key: JobKey,
+        fence: FenceToken,
+        report: Option<RunReport>,
+        reason: String,
+    ) -> Res<Response> {
+        let (old, mut job, ran) = self.failed_run(&key, fence, report, &reason)?;
         self.fail_back(&mut job, ran, &reason)?;
         let state = job.state.name();
         self.save(&old, &job)?;
@@ -1039,15 +1052,7 @@ impl<'s> Ctx<'s> {
         report: Option<RunReport>,
         reason: String,
     ) -> Res<Response> {
-        limits::check_text("reason", &reason, limits::MAX_REASON_BYTES)?;
-        if let Some(r) = &report {
-            Self::check_report(r)?;
-        }
-        let old = self.fenced(&key, fence)?;
-        let mut job = old.clone();
-        if report.is_some() {
-            job.run.report = report;
-        }
+        let (old, mut job, _) = self.failed_run(&key, fence, report, &reason)?;
         job.run.fail_reason = reason;
         job.state = JobState::Buried;
         self.save(&old, &job)?;
