@@ -167,7 +167,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         // The entries are readable now; they are durable once the WAL is synced.
         tokio::task::spawn_blocking(move || {
-            callback.io_completed(db.flush_wal(true).map_err(rerr));
+            let r = db.flush_wal(true).map_err(rerr);
+            // Release the database before reporting, so that whoever waits for the flush can
+            // close (and reopen) the store.
+            drop(db);
+            callback.io_completed(r);
         });
         Ok(())
     }
