@@ -281,6 +281,9 @@ async fn node(a: NodeArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?,
         None => NodeConfig::default(),
     };
+    config
+        .apply_env(std::env::vars())
+        .map_err(anyhow::Error::msg)?;
     if let Some(v) = a.id {
         config.id = v;
     }

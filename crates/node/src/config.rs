@@ -143,6 +143,47 @@ impl NodeConfig {
         Ok(out)
     }
 
+    /// Applies `RAFTQ_<FIELD>` environment variables (e.g. `RAFTQ_HEARTBEAT_MS=150`) to the
+    /// top-level fields; `vars` is the environment to read.
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), String> {
+        let mut table = match toml::Value::try_from(&*self) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => return Err("config: cannot represent settings".into()),
+        };
+        let mut changed = false;
+        for (k, v) in vars {
+            let Some(field) = k.strip_prefix("RAFTQ_").map(str::to_lowercase) else {
+                continue;
+            };
+            let Some(current) = table.get(&field) else {
+                continue;
+            };
+            let parsed = match current {
+                toml::Value::Integer(_) => v.trim().parse::<i64>().map(toml::Value::Integer).ok(),
+                toml::Value::String(_) => Some(toml::Value::String(v.clone())),
+                toml::Value::Boolean(_) => v.trim().parse::<bool>().map(toml::Value::Boolean).ok(),
+                _ => None,
+            };
+            match parsed {
+                Some(p) => {
+                    table.insert(field, p);
+                    changed = true;
+                }
+                None if matches!(current, toml::Value::Table(_) | toml::Value::Array(_)) => {}
+                None => return Err(format!("{k}: {v:?} is not a valid {field}")),
+            }
+        }
+        if changed {
+            *self = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e| format!("environment: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Reads a TOML file of these fields.
     pub fn from_toml(text: &str) -> Result<NodeConfig, String> {
         toml::from_str(text).map_err(|e| format!("config file: {e}"))
