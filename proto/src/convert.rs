@@ -1128,6 +1128,7 @@ mod tests {
 
     fn full_job(state: JobState) -> Job {
         Job {
+            serial: 9,
             key: full_spec().key(),
             spec: full_spec(),
             env_hash: Some([0xab; 32]),

@@ -301,6 +301,8 @@ pub struct RunInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub key: JobKey,
+    /// Given in add order, never reused: orders the rep-group and state indexes.
+    pub serial: u64,
     pub spec: JobSpec,
     /// Content hash of the job's environment blob in the `env` keyspace.
     pub env_hash: Option<[u8; 32]>,

@@ -135,7 +135,7 @@ impl<S: Store> Fsm<S> {
         let mut jobs = Vec::new();
         for g in self.rep_groups(pattern, how)? {
             for r in self.store.scan(Space::ByRep, &keys::name_prefix(&g), b"") {
-                let key = keys::trailing_job_key(&r?.0)?;
+                let key = keys::decode_job_key(&r?.1)?;
                 if let Some(j) = self.get_job(&key)? {
                     if state.is_none_or(|s| j.state.name() == s) {
                         jobs.push(j);
@@ -146,13 +146,28 @@ impl<S: Store> Fsm<S> {
         Ok(limit_similar(jobs, limit))
     }
 
-    /// Jobs in a state, in key order.
+    /// Jobs in a state: ready ones in the order they would be reserved (per scheduler group),
+    /// jobs with a deadline in deadline order, others in the order they were added.
     pub fn by_state(&self, state: StateName, limit: usize) -> Result<Vec<Listed>, StoreError> {
+        let (space, prefix): (Space, Vec<u8>) = if crate::ctx::state_indexed(state) {
+            (Space::ByState, vec![state.code()])
+        } else if state == StateName::Ready {
+            (Space::Ready, Vec::new())
+        } else {
+            (Space::Timers, Vec::new())
+        };
         let mut jobs = Vec::new();
-        for r in self.store.scan(Space::ByState, &[state.code()], b"") {
-            let key = keys::trailing_job_key(&r?.0)?;
+        for r in self.store.scan(space, &prefix, b"") {
+            let (k, v) = r?;
+            let key = if space == Space::Timers {
+                keys::decode_timer(&k)?.1
+            } else {
+                keys::decode_job_key(&v)?
+            };
             if let Some(j) = self.get_job(&key)? {
-                jobs.push(j);
+                if j.state.name() == state {
+                    jobs.push(j);
+                }
             }
             if limit == 0 && jobs.len() >= MAX_QUERY_JOBS {
                 break;

@@ -24,9 +24,10 @@ pub enum Space {
     /// (deadline ms, job key): leases, delays, lost-job returns; the first entry is the next
     /// deadline.
     Timers,
-    /// (rep group, job key).
+    /// (rep group, job serial) → job key.
     ByRep,
-    /// (state, job key).
+    /// (state, job serial) → job key, for dependent, buried and complete jobs (the other
+    /// states are listed by `ready` and `timers`).
     ByState,
     /// (rep group, state) → count.
     Counts,
