@@ -23,6 +23,10 @@ pub struct NodeConfig {
     /// Leader heartbeat period.
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in [min, max] stands for election.
+    /// The defaults (50 ms heartbeat, 200-400 ms) give failover in under a second; on a host
+    /// so loaded that a node can stall for 200 ms, raise all three (e.g. 100 / 500-1000) to
+    /// avoid needless elections. A follower refuses votes for `election_timeout_max_ms` after
+    /// it last heard the leader, so failover takes about that plus one timeout.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// Time allowed to send a whole snapshot to a lagging follower.
@@ -49,9 +53,9 @@ impl Default for NodeConfig {
             http: None,
             data_dir: PathBuf::from("raftq-data"),
             peers: BTreeMap::new(),
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             install_snapshot_timeout_ms: 60_000,
             snapshot_every_entries: 100_000,
             logs_kept_after_snapshot: 1_000,
@@ -244,5 +248,23 @@ mod tests {
         assert!(NodeConfig::from_toml("bogus = 1")
             .unwrap_err()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn environment_overrides_fields() {
+        let mut c = NodeConfig::default();
+        c.apply_env([
+            ("RAFTQ_HEARTBEAT_MS".to_string(), "150".to_string()),
+            ("RAFTQ_LISTEN".to_string(), "127.0.0.1:9".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+            ("RAFTQ_UNKNOWN".to_string(), "x".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.heartbeat_ms, 150);
+        assert_eq!(c.listen, "127.0.0.1:9");
+        let e = c
+            .apply_env([("RAFTQ_HEARTBEAT_MS".to_string(), "fast".to_string())])
+            .unwrap_err();
+        assert!(e.starts_with("RAFTQ_HEARTBEAT_MS"), "{e}");
     }
 }
