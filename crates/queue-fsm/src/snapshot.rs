@@ -101,20 +101,24 @@ impl<S: Store> Fsm<S> {
         export(&self.store, chunk_bytes)
     }
 
-    /// Replaces the whole state with the exported chunks. Chunks are written as they come,
-    /// so a failure part way leaves a partial state: the caller (raft-store) installs into a
-    /// fresh store, or retries the install, before using it.
+    /// Replaces the whole state with the exported chunks, atomically: one batch deletes every
+    /// key there is and writes every key of the chunks, so a crash leaves either the old state
+    /// or the new one. (The snapshot is in memory already; so is this batch.)
     pub fn import(&mut self, chunks: impl IntoIterator<Item = Chunk>) -> Result<(), StoreError> {
-        self.store_mut().clear()?;
+        let mut batch = Vec::new();
+        for s in Space::ALL {
+            for r in self.store().scan(s, b"", b"") {
+                batch.push((s, r?.0, None));
+            }
+        }
         for chunk in chunks {
-            let mut batch = Vec::with_capacity(chunk.entries.len());
             for (code, k, v) in chunk.entries {
                 let s = Space::from_code(code)
                     .ok_or_else(|| StoreError::Corrupt(format!("unknown keyspace {code}")))?;
                 batch.push((s, k, Some(v)));
             }
-            self.store_mut().write(batch)?;
         }
+        self.store_mut().write(batch)?;
         let meta: Meta = match self.store().get(Space::Meta, keys::META_STATE)? {
             Some(b) => decode("meta", &b)?,
             None => Meta::fresh(self.meta().config.clone()),

@@ -43,9 +43,4 @@ impl Store for MemStore {
         }
         Ok(())
     }
-
-    fn clear(&mut self) -> Result<(), StoreError> {
-        self.spaces.clear();
-        Ok(())
-    }
 }

@@ -130,8 +130,6 @@ pub trait StoreRead {
 pub trait Store: StoreRead {
     /// Applies all writes atomically, in order (a later write to a key wins).
     fn write(&mut self, batch: Vec<Write>) -> Result<(), StoreError>;
-    /// Removes everything (before importing a snapshot).
-    fn clear(&mut self) -> Result<(), StoreError>;
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None` when there is no
@@ -192,9 +190,6 @@ mod tests {
                 (b"a3".to_vec(), b"v".to_vec())
             ]
         );
-        store.clear().unwrap();
-        assert_eq!(store.scan(Space::Ready, b"", b"").count(), 0);
-        assert_eq!(store.get(Space::Jobs, b"a1").unwrap(), None);
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl RocksStore {
     }
 
     fn cf(&self, space: Space) -> &ColumnFamily {
-        // Every keyspace's column family is created in `open` and `clear`; a missing one is a
+        // Every keyspace's column family is created in `open`; a missing one is a
         // programming error, not an input error.
         self.db
             .cf_handle(space.name())
@@ -96,13 +96,5 @@ impl Store for RocksStore {
             }
         }
         self.db.write(wb).map_err(io)
-    }
-
-    fn clear(&mut self) -> Result<(), StoreError> {
-        for space in Space::ALL {
-            self.db.drop_cf(space.name()).map_err(io)?;
-            self.db.create_cf(space.name(), &cf_options()).map_err(io)?;
-        }
-        Ok(())
     }
 }
