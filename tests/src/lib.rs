@@ -5,7 +5,7 @@
 //! The `raftq` binary is found next to the test executable (cargo builds it with
 //! `cargo test --workspace`), or at `$RAFTQ_BIN`.
 
-use raftq_client::{Client, ClientConfig};
+use raftq_client::Client;
 use raftq_node::local::LocalCluster;
 use raftq_proto::pb;
 use std::path::{Path, PathBuf};
@@ -94,12 +94,12 @@ impl Cluster {
 
     /// A client of every node.
     pub fn client(&self) -> Client {
-        Client::new(self.addrs(), ClientConfig::default()).expect("client")
+        Client::new(self.addrs(), self.local.client_config()).expect("client")
     }
 
     /// A client of one node only.
     pub fn client_of(&self, id: u64) -> Client {
-        Client::new(vec![self.addr(id)], ClientConfig::default()).expect("client")
+        Client::new(vec![self.addr(id)], self.local.client_config()).expect("client")
     }
 
     /// The leader, once the running nodes agree on one (within `timeout`).

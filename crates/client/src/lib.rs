@@ -9,7 +9,10 @@
 //! ...) comes back at once as [`ClientError::Refused`]; running out of time as
 //! [`ClientError::Unavailable`] (for a write, its outcome is then unknown).
 
+pub mod auth;
 pub mod jobline;
+
+pub use auth::Auth;
 
 use queue_fsm::CommandError;
 use raftq_proto::pb;
@@ -20,6 +23,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+
+/// A channel whose calls carry the cluster token.
+pub type AuthChannel = tonic::service::interceptor::InterceptedService<Channel, Auth>;
 
 /// Metadata key of the leader's address on UNAVAILABLE replies.
 pub const LEADER_HEADER: &str = "x-raftq-leader";
@@ -43,7 +49,7 @@ pub enum ClientError {
         last: String,
     },
     /// Any other failure reported by a node.
-    #[error("{0}")]
+    #[error("{} ({:?})", .0.message(), .0.code())]
     Status(Status),
     #[error("bad cluster address list: {0}")]
     Config(String),
@@ -58,9 +64,11 @@ impl ClientError {
     }
 }
 
-/// Retry and timeout settings.
+/// Retry and timeout settings, and the cluster token.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
+    /// The cluster token (see `auth`); None sends none.
+    pub token: Option<String>,
     /// Give up after this long (per call).
     pub deadline: Duration,
     /// One attempt's timeout (a blocking reserve adds its wait to this).
@@ -73,6 +81,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
+            token: None,
             deadline: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(15),
             backoff: Duration::from_millis(50),
@@ -90,6 +99,7 @@ struct State {
 pub struct Client {
     nodes: Vec<String>,
     config: ClientConfig,
+    auth: Auth,
     state: Mutex<State>,
 }
 
@@ -134,8 +144,10 @@ impl Client {
                 .map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
         }
         let channels = vec![None; nodes.len()];
+        let auth = Auth::new(config.token.as_deref()).map_err(ClientError::Config)?;
         Ok(Client {
             nodes,
+            auth,
             config,
             state: Mutex::new(State {
                 current: 0,
@@ -235,8 +247,8 @@ impl Client {
         }
     }
 
-    fn queue(ch: Channel) -> QueueClient<Channel> {
-        QueueClient::new(ch)
+    fn queue(&self, ch: Channel) -> QueueClient<AuthChannel> {
+        QueueClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -252,10 +264,10 @@ impl Client {
     ) -> Result<T, ClientError>
     where
         Req: Clone,
-        F: Fn(QueueClient<Channel>, Req) -> Fut,
+        F: Fn(QueueClient<AuthChannel>, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        self.call(extra, |ch| f(Self::queue(ch), req.clone())).await
+        self.call(extra, |ch| f(self.queue(ch), req.clone())).await
     }
 
     pub async fn add(&self, mut req: pb::AddRequest) -> Result<pb::AddResponse, ClientError> {
@@ -455,7 +467,7 @@ impl Client {
         let ch = self
             .channel(node)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut c = AdminClient::new(ch);
+        let mut c = AdminClient::with_interceptor(ch, self.auth.clone());
         let mut req = tonic::Request::new(pb::ClusterStatusRequest {});
         req.set_timeout(Duration::from_secs(3));
         Ok(c.cluster_status(req).await?.into_inner())
@@ -466,7 +478,7 @@ impl Client {
         let ch = self
             .channel(node)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut c = AdminClient::new(ch);
+        let mut c = AdminClient::with_interceptor(ch, self.auth.clone());
         c.trigger_snapshot(pb::TriggerSnapshotRequest {}).await?;
         Ok(())
     }
@@ -476,7 +488,7 @@ impl Client {
         let ch = self
             .channel(node)
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut c = AdminClient::new(ch);
+        let mut c = AdminClient::with_interceptor(ch, self.auth.clone());
         let mut req = tonic::Request::new(pb::DigestRequest {});
         req.set_timeout(Duration::from_secs(10));
         Ok(c.digest(req).await?.into_inner())

@@ -17,6 +17,9 @@ pub struct BenchArgs {
     /// Cluster to measure; without it, a local cluster is started for the run.
     #[arg(long, env = "RAFTQ_CLUSTER")]
     pub cluster: Option<String>,
+    /// The cluster's token file, with --cluster.
+    #[arg(long, env = "RAFTQ_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
@@ -208,7 +211,7 @@ async fn failover_trial(
             attempt_timeout: Duration::from_secs(2),
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(100),
-            ..ClientConfig::default()
+            ..cluster.client_config()
         },
     )?);
     let stop = Arc::new(AtomicBool::new(false));
@@ -257,11 +260,15 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let tag = run_tag();
     let mut local = None;
     let _tmp;
-    let addrs = match &a.cluster {
-        Some(c) => c.clone(),
+    let (addrs, config) = match &a.cluster {
+        Some(c) => (
+            c.clone(),
+            crate::cli::client_config(a.token_file.as_deref())?,
+        ),
         None => {
             let dir = tempfile_dir()?;
             let exe = std::env::current_exe().context("finding the raftq executable")?;
+            _tmp = TempDirGuard(dir.clone());
             let mut c = LocalCluster::on_free_ports(exe, &dir, a.nodes, "")?;
             c.start_all()?;
             c.wait_leader(Duration::from_secs(30))
@@ -273,12 +280,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
                 a.nodes,
                 dir.display()
             );
-            _tmp = TempDirGuard(dir);
+            let config = c.client_config();
             local = Some(c);
-            addrs
+            (addrs, config)
         }
     };
-    let client = Arc::new(Client::from_list(&addrs, ClientConfig::default())?);
+    let client = Arc::new(Client::from_list(&addrs, config)?);
     let mut out = serde_json::Map::new();
     out.insert("nodes".into(), addrs.split(',').count().into());
 

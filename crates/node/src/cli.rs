@@ -30,6 +30,9 @@ struct ClusterArg {
     /// DIR/raftq.env)
     #[arg(long, env = "RAFTQ_CLUSTER")]
     cluster: String,
+    /// The cluster's token file (or RAFTQ_TOKEN_FILE; `raftq up` writes it to DIR/raftq.env).
+    #[arg(long, env = "RAFTQ_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -305,8 +308,23 @@ async fn node(a: NodeArgs) -> anyhow::Result<()> {
     crate::server::run(config, shutdown_signal()).await
 }
 
+/// Client settings: the token from `--token-file`/`RAFTQ_TOKEN_FILE`, else `RAFTQ_TOKEN`.
+pub fn client_config(token_file: Option<&Path>) -> anyhow::Result<ClientConfig> {
+    let token = match token_file {
+        Some(p) => Some(raftq_client::auth::read_token_file(p).map_err(anyhow::Error::msg)?),
+        None => std::env::var("RAFTQ_TOKEN").ok(),
+    };
+    Ok(ClientConfig {
+        token,
+        ..ClientConfig::default()
+    })
+}
+
 fn client(c: &ClusterArg) -> anyhow::Result<Client> {
-    Ok(Client::from_list(&c.cluster, ClientConfig::default())?)
+    Ok(Client::from_list(
+        &c.cluster,
+        client_config(c.token_file.as_deref())?,
+    )?)
 }
 
 // ---- up / down -------------------------------------------------------------------------
@@ -354,7 +372,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         }
     }
     let exe = std::env::current_exe().context("finding the raftq executable")?;
-    let mut cluster = LocalCluster::new(exe, &dir, addrs.clone(), "");
+    let mut cluster = LocalCluster::new(exe, &dir, addrs.clone(), "")?;
     cluster.detach = a.detach;
     cluster.start_all().context("starting the nodes")?;
     for n in &cluster.nodes {
@@ -365,7 +383,10 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let cluster_list = addrs.join(",");
     std::fs::write(
         dir.join("raftq.env"),
-        format!("export RAFTQ_CLUSTER={cluster_list}\n"),
+        format!(
+            "export RAFTQ_CLUSTER={cluster_list}\nexport RAFTQ_TOKEN_FILE={}\n",
+            dir.join("token").display()
+        ),
     )?;
     let leader = cluster
         .wait_leader(Duration::from_secs(30))

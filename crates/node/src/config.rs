@@ -17,6 +17,10 @@ pub struct NodeConfig {
     pub http: Option<String>,
     /// Where the log, the state machine and snapshots live.
     pub data_dir: PathBuf,
+    /// The cluster token, the same file content on every node (mode 0600). Default
+    /// `DATA_DIR/token`, created with a new random token if missing: for a cluster on several
+    /// machines, create it once and copy it to every node and client.
+    pub token_file: Option<PathBuf>,
     /// The nodes of a new cluster, id → host:port, the same on every node. Ignored once the
     /// node has state (membership is then what the log says).
     pub peers: BTreeMap<u64, String>,
@@ -52,6 +56,7 @@ impl Default for NodeConfig {
             listen: "127.0.0.1:7700".into(),
             http: None,
             data_dir: PathBuf::from("raftq-data"),
+            token_file: None,
             peers: BTreeMap::new(),
             heartbeat_ms: 50,
             election_timeout_min_ms: 200,
@@ -110,6 +115,13 @@ impl NodeConfig {
             return Err("snapshot_every_entries: must be at least 100".into());
         }
         self.fsm.validate().map_err(|e| format!("fsm.{e}"))
+    }
+
+    /// The token file in force.
+    pub fn token_path(&self) -> PathBuf {
+        self.token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("token"))
     }
 
     /// The openraft configuration these settings make.

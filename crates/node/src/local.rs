@@ -31,6 +31,8 @@ pub struct LocalCluster {
     peers: String,
     /// TOML appended to every node's config file.
     config: String,
+    /// The cluster token (in `DIR/token`).
+    pub token: String,
     /// Put nodes in their own process group (they outlive the parent's terminal).
     pub detach: bool,
 }
@@ -50,8 +52,17 @@ fn signal(pid: u32, sig: i32) {
 }
 
 impl LocalCluster {
-    /// Describes (does not start) a cluster of nodes at `addrs` with data under `dir`.
-    pub fn new(exe: PathBuf, dir: &Path, addrs: Vec<String>, config: &str) -> LocalCluster {
+    /// Describes (does not start) a cluster of nodes at `addrs` with data under `dir`, and
+    /// creates its token file `DIR/token` if there is none.
+    pub fn new(
+        exe: PathBuf,
+        dir: &Path,
+        addrs: Vec<String>,
+        config: &str,
+    ) -> std::io::Result<LocalCluster> {
+        let token_path = dir.join("token");
+        let token =
+            raftq_client::auth::ensure_token_file(&token_path).map_err(std::io::Error::other)?;
         let nodes: Vec<LocalNode> = addrs
             .into_iter()
             .enumerate()
@@ -67,14 +78,20 @@ impl LocalCluster {
             .map(|n| format!("{}={}", n.id, n.addr))
             .collect::<Vec<_>>()
             .join(",");
-        LocalCluster {
+        // Top-level keys must come before any table the caller's settings open.
+        let config = format!(
+            "token_file = {:?}\n{config}",
+            token_path.display().to_string()
+        );
+        Ok(LocalCluster {
             dir: dir.to_path_buf(),
             nodes,
             exe,
             peers,
-            config: config.to_string(),
+            config,
+            token,
             detach: false,
-        }
+        })
     }
 
     /// `n` nodes on free loopback ports.
@@ -87,7 +104,7 @@ impl LocalCluster {
         let addrs = (0..n)
             .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(LocalCluster::new(exe, dir, addrs, config))
+        LocalCluster::new(exe, dir, addrs, config)
     }
 
     pub fn start_all(&mut self) -> std::io::Result<()> {
@@ -198,8 +215,16 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
+    /// Client settings with this cluster's token.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            token: Some(self.token.clone()),
+            ..ClientConfig::default()
+        }
+    }
+
     pub fn client(&self) -> Result<Client, raftq_client::ClientError> {
-        Client::new(self.addrs(), ClientConfig::default())
+        Client::new(self.addrs(), self.client_config())
     }
 
     /// The leader once every running node that answers names the same running node.

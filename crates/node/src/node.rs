@@ -9,6 +9,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ReadPolicy;
 use queue_fsm::{NoJob, Outcome, Request, RequestId, Response};
 use raft_store::SharedFsm;
+use raftq_client::AuthChannel;
 use raftq_proto::pb;
 use raftq_proto::pb::raft_client::RaftClient;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 
 /// What a follower asks the leader to do on its behalf.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,7 +59,8 @@ pub struct Node {
     pub ready_rx: watch::Receiver<u64>,
     /// Bumped on every applied entry (the ticker re-reads the next deadline).
     pub applied_rx: watch::Receiver<u64>,
-    peers: Mutex<BTreeMap<u64, (String, RaftClient<Channel>)>>,
+    peers: Mutex<BTreeMap<u64, (String, RaftClient<AuthChannel>)>>,
+    auth: raftq_client::Auth,
 }
 
 impl Node {
@@ -70,6 +71,7 @@ impl Node {
         proposer: Proposer,
         ready_rx: watch::Receiver<u64>,
         applied_rx: watch::Receiver<u64>,
+        auth: raftq_client::Auth,
     ) -> Node {
         Node {
             id: config.id,
@@ -80,6 +82,7 @@ impl Node {
             ready_rx,
             applied_rx,
             peers: Mutex::new(BTreeMap::new()),
+            auth,
         }
     }
 
@@ -99,7 +102,7 @@ impl Node {
     }
 
     /// A Raft-service client to a peer (cached per address).
-    fn peer(&self, id: u64) -> Result<RaftClient<Channel>, RouteError> {
+    fn peer(&self, id: u64) -> Result<RaftClient<AuthChannel>, RouteError> {
         let addr = self.node_addr(id).ok_or_else(|| RouteError::NoLeader {
             leader: Some(id),
             reason: format!("node {id} is not in the membership"),
@@ -117,7 +120,7 @@ impl Node {
             leader: Some(id),
             reason: format!("bad address {addr}: {e}"),
         })?;
-        let c = RaftClient::new(ch)
+        let c = RaftClient::with_interceptor(ch, self.auth.clone())
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         peers.insert(id, (addr, c.clone()));

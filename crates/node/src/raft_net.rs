@@ -14,6 +14,7 @@ use openraft::raft::{
 use openraft::{BasicNode, RaftNetworkV2};
 use raft_store::types::{Snapshot, SnapshotData, SnapshotMeta, Vote};
 use raft_store::TypeConfig;
+use raftq_client::AuthChannel;
 use raftq_proto::pb;
 use raftq_proto::pb::raft_client::RaftClient;
 use serde::{Deserialize, Serialize};
@@ -45,9 +46,11 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
-/// Builds a network client per peer.
-#[derive(Clone, Default)]
-pub struct Network;
+/// Builds a network client per peer; every call carries the cluster token.
+#[derive(Clone)]
+pub struct Network {
+    pub auth: raftq_client::Auth,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -57,7 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             client: channel(&node.addr)
                 .map(|c| {
-                    RaftClient::new(c)
+                    RaftClient::with_interceptor(c, self.auth.clone())
                         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 })
@@ -68,7 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 pub struct PeerClient {
     target: u64,
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<RaftClient<AuthChannel>, String>,
 }
 
 fn status_to_rpc(target: u64, s: Status) -> RPCError<TypeConfig> {
@@ -81,7 +84,7 @@ fn status_to_rpc(target: u64, s: Status) -> RPCError<TypeConfig> {
 }
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+    fn client(&self) -> Result<RaftClient<AuthChannel>, RPCError<TypeConfig>> {
         self.client.clone().map_err(|e| {
             RPCError::Unreachable(Unreachable::from_string(format!(
                 "node {}: bad address: {e}",

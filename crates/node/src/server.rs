@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 
 /// Runs a node until `shutdown` resolves, then stops accepting, lets in-flight requests
 /// finish, and shuts Raft down.
@@ -36,6 +37,10 @@ pub async fn run(
         )
     })?;
 
+    let token = raftq_client::auth::ensure_token_file(&config.token_path())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auth = raftq_client::Auth::new(Some(&token)).map_err(anyhow::Error::msg)?;
+    let check = raftq_client::auth::CheckToken::new(&token);
     let (mut log, mut sm) =
         raft_store::open(&config.data_dir, config.fsm.clone()).with_context(|| {
             format!(
@@ -57,7 +62,8 @@ pub async fn run(
         let st = log.get_log_state().await?;
         st.last_log_id.is_none()
     };
-    let raft: RaftHandle = openraft::Raft::new(config.id, Arc::new(raft_config), Network, log, sm)
+    let network = Network { auth: auth.clone() };
+    let raft: RaftHandle = openraft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .context("starting raft")?;
 
@@ -86,25 +92,29 @@ pub async fn run(
         proposer,
         ready_rx,
         applied_rx,
+        auth,
     ));
     let ticker = tokio::spawn(crate::ticker::run(node.clone()));
 
     tracing::info!(id = config.id, listen = %config.listen, "node serving");
     let incoming = tokio_stream_from(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             pb::queue_server::QueueServer::new(QueueService { node: node.clone() })
                 .max_decoding_message_size(MAX_QUEUE_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_QUEUE_MESSAGE_BYTES),
-        )
-        .add_service(pb::admin_server::AdminServer::new(AdminService {
-            node: node.clone(),
-        }))
-        .add_service(
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::admin_server::AdminServer::new(AdminService { node: node.clone() }),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
             pb::raft_server::RaftServer::new(RaftService { node: node.clone() })
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     tracing::info!(id = config.id, "stopping");
