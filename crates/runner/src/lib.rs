@@ -1,0 +1,17 @@
+//! # raftq-runner: runs jobs on a compute host
+//!
+//! A runner reserves a job from the cluster, runs its command, touches the reservation while
+//! it runs, and reports the outcome (archive, release or bury); then it reserves the next.
+//!
+//! ## Layout
+//! - [`exec`]: running one command: shell with pipefail, own process group, working directory
+//!   (exact or unique under hashed levels) with a TMPDIR that is always removed, the job's
+//!   environment, peak memory (PSS of the process tree), disk and CPU time, head and tail of
+//!   the output, stopping on request or at the time limit.
+//!
+//! Queue policy (retries, burying, learning) is the cluster's; the runner only reports.
+
+pub mod exec;
+
+#[cfg(test)]
+mod exec_tests;
