@@ -211,6 +211,11 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Ask every node to take a snapshot now (and so let it purge its log).
+    Snapshot {
+        #[command(flatten)]
+        cluster: ClusterArg,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -255,6 +260,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Retry(a) => select_and(a, Action::Retry).await,
         Cmd::Remove(a) => select_and(a, Action::Remove).await,
         Cmd::Cluster(ClusterCmd::Status { cluster, json }) => cluster_status(cluster, json).await,
+        Cmd::Cluster(ClusterCmd::Snapshot { cluster }) => {
+            let client = client(&cluster)?;
+            for (i, addr) in client.nodes().iter().enumerate() {
+                match client.trigger_snapshot_of(i).await {
+                    Ok(()) => println!("{addr}: snapshot started"),
+                    Err(e) => println!("{addr}: {}", e.message()),
+                }
+            }
+            Ok(())
+        }
         Cmd::Bench(a) => crate::bench::run(a).await,
     }
 }

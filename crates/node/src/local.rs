@@ -127,8 +127,12 @@ impl LocalCluster {
 
     /// (Re)starts node `id` on its data directory; its output goes to `DIR/node-ID.log`.
     pub fn start(&mut self, id: u64) -> std::io::Result<()> {
+        // Written to a temp file and renamed: a node that is starting may be reading it, and
+        // must never see it half written (it would start with default settings).
         let config = self.dir.join("node.toml");
-        std::fs::write(&config, &self.config)?;
+        let tmp = self.dir.join(format!("node.toml.{id}.tmp"));
+        std::fs::write(&tmp, &self.config)?;
+        std::fs::rename(&tmp, &config)?;
         let log_path = self.dir.join(format!("node-{id}.log"));
         let (exe, peers, detach) = (self.exe.clone(), self.peers.clone(), self.detach);
         let n = self.node_mut(id)?;
