@@ -193,3 +193,40 @@ pub async fn total(client: &Client, state: &str) -> u64 {
 pub fn runner_id() -> Vec<u8> {
     raftq_client::request_id()
 }
+
+/// Starts `raftq runner` against `cluster` with extra arguments; output goes to
+/// `DIR/runner-<name>.log`.
+pub fn start_runner(cluster: &Cluster, name: &str, args: &[&str]) -> std::process::Child {
+    let log = std::fs::File::create(cluster.dir.path().join(format!("runner-{name}.log")))
+        .expect("runner log");
+    std::process::Command::new(raftq_bin())
+        .arg("runner")
+        .args(args)
+        .env("RAFTQ_CLUSTER", cluster.addrs().join(","))
+        .env("RAFTQ_TOKEN", &cluster.local.token)
+        .env_remove("RAFTQ_TOKEN_FILE")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("log fd"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn raftq runner")
+}
+
+/// Waits until `f` returns Some, polling every 50 ms, up to `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,10 +8,14 @@
 //!   (exact or unique under hashed levels) with a TMPDIR that is always removed, the job's
 //!   environment, peak memory (PSS of the process tree), disk and CPU time, head and tail of
 //!   the output, stopping on request or at the time limit.
+//! - [`runner`]: the reserve → run → touch → report loop, and how an exit becomes an outcome.
 //!
 //! Queue policy (retries, burying, learning) is the cluster's; the runner only reports.
 
 pub mod exec;
+pub mod runner;
+
+pub use runner::{Runner, RunnerConfig, Summary};
 
 #[cfg(test)]
 mod exec_tests;

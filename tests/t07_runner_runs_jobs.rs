@@ -1,0 +1,195 @@
+//! `raftq runner` against a real cluster: wr's execution semantics, kill, and a runner that
+//! dies mid-job.
+
+use raftq_proto::pb;
+use raftq_tests::*;
+use std::time::Duration;
+
+const FAST: &str =
+    "[fsm]\nrelease_delay_ms = 300\nmax_release_delay_ms = 300\nlost_return_delay_ms = 300\n";
+
+fn spec(cmd: &str, cwd: &std::path::Path, retries: u32) -> pb::JobSpec {
+    let mut j = job(cmd);
+    j.cwd = cwd.display().to_string();
+    j.retries = retries;
+    j
+}
+
+async fn add(cluster: &Cluster, jobs: Vec<pb::JobSpec>) -> Vec<String> {
+    let r = cluster
+        .client()
+        .add(pb::AddRequest {
+            request_id: raftq_client::request_id(),
+            jobs,
+            env: vec!["PATH=/usr/bin:/bin".into(), "GREETING=hello".into()],
+            ignore_complete: false,
+            return_keys: true,
+        })
+        .await
+        .unwrap();
+    r.keys
+}
+
+async fn job_of(cluster: &Cluster, key: &str) -> pb::Job {
+    cluster
+        .client()
+        .get(vec![key.to_string()], false)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_follows_wr_semantics() {
+    let cluster = Cluster::start_with(3, FAST);
+    cluster.leader(Duration::from_secs(30)).await;
+    let work = cluster.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = work.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = |name: &str| out.join(name).display().to_string();
+
+    // step 1: a mix of jobs
+    let mut home = spec(&format!("echo $HOME > {}", o("home")), &work, 0);
+    home.change_home = true;
+    let mut env = spec(&format!("echo $GREETING $X > {}", o("env")), &work, 0);
+    env.env_override = vec!["X=over".into()];
+    let keys = add(
+        &cluster,
+        vec![
+            spec(
+                &format!("echo $TMPDIR > {}; touch $TMPDIR/t", o("tmp")),
+                &work,
+                0,
+            ),
+            spec("exit 3", &work, 1),
+            spec("no-such-command-xyz", &work, 3),
+            spec("false | true", &work, 0),
+            home,
+            env,
+        ],
+    )
+    .await;
+
+    // step 2: one runner runs them until idle
+    let mut runner = start_runner(&cluster, "a", &["--idle-exit", "3s"]);
+    let status = tokio::task::spawn_blocking(move || runner.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "runner exited with {status}");
+
+    // step 3: each ended as wr would have it
+    let tmp = job_of(&cluster, &keys[0]).await;
+    assert_eq!(tmp.state, pb::JobState::Complete as i32);
+    let tmpdir = std::fs::read_to_string(o("tmp")).unwrap();
+    assert!(
+        !std::path::Path::new(tmpdir.trim()).exists(),
+        "TMPDIR left behind"
+    );
+    let cwd = tmp.last_run.unwrap().actual_cwd;
+    assert!(
+        cwd.starts_with(&work.join("raftq").display().to_string()),
+        "{cwd}"
+    );
+
+    let failing = job_of(&cluster, &keys[1]).await;
+    assert_eq!(failing.state, pb::JobState::Buried as i32);
+    assert_eq!(failing.attempts, 2, "retried once, then buried");
+    assert_eq!(failing.fail_reason, "command exited non-zero");
+
+    let missing = job_of(&cluster, &keys[2]).await;
+    assert_eq!(missing.state, pb::JobState::Buried as i32);
+    assert_eq!(missing.attempts, 1, "buried at once despite its retries");
+    assert_eq!(missing.fail_reason, "command not found");
+
+    let pipe = job_of(&cluster, &keys[3]).await;
+    assert_eq!(pipe.state, pb::JobState::Buried as i32, "pipefail");
+
+    let home = job_of(&cluster, &keys[4]).await;
+    let home_cwd = home.last_run.unwrap().actual_cwd;
+    assert_eq!(std::fs::read_to_string(o("home")).unwrap().trim(), home_cwd);
+    assert_eq!(
+        std::fs::read_to_string(o("env")).unwrap().trim(),
+        "hello over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_a_dying_runner() {
+    let cluster = Cluster::start_with(3, FAST);
+    cluster.leader(Duration::from_secs(30)).await;
+    let work = cluster.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let client = cluster.client();
+
+    // step 1: kill requested while running → the process group dies, the job is buried
+    let pidfile = work.join("sleeper.pid");
+    let keys = add(
+        &cluster,
+        vec![spec(
+            &format!("sleep 120 & echo $! > {}; wait", pidfile.display()),
+            &work,
+            3,
+        )],
+    )
+    .await;
+    let mut runner = start_runner(&cluster, "k", &["--idle-exit", "2s", "--ttr", "2s"]);
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        (pidfile.exists() && job_of(&cluster, &keys[0]).await.state == pb::JobState::Running as i32)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(client.kill(keys.clone()).await.unwrap(), 1);
+    wait_for("the job to be buried", Duration::from_secs(30), || async {
+        let j = job_of(&cluster, &keys[0]).await;
+        (j.state == pb::JobState::Buried as i32).then_some(j)
+    })
+    .await;
+    assert_eq!(
+        job_of(&cluster, &keys[0]).await.fail_reason,
+        "killed by user request"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    assert!(!alive, "the job's background process survived the kill");
+    let _ = runner.wait();
+
+    // step 2: a runner killed -9 mid-job → lease expires → job lost → another runner runs it
+    let done = work.join("done");
+    let keys = add(
+        &cluster,
+        vec![spec(
+            &format!("sleep 2; echo ran >> {}", done.display()),
+            &work,
+            3,
+        )],
+    )
+    .await;
+    let mut doomed = start_runner(&cluster, "doomed", &["--idle-exit", "2s", "--ttr", "2s"]);
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        (job_of(&cluster, &keys[0]).await.state == pb::JobState::Running as i32).then_some(())
+    })
+    .await;
+    doomed.kill().unwrap();
+    let _ = doomed.wait();
+    let mut rescuer = start_runner(&cluster, "rescuer", &["--idle-exit", "15s", "--ttr", "2s"]);
+    let j = wait_for("the job to complete", Duration::from_secs(60), || async {
+        let j = job_of(&cluster, &keys[0]).await;
+        (j.state == pb::JobState::Complete as i32).then_some(j)
+    })
+    .await;
+    assert!(j.attempts >= 2, "it ran again after its runner died");
+    let _ = rescuer.kill();
+    let _ = rescuer.wait();
+}
