@@ -411,7 +411,12 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         }
     }
     let exe = std::env::current_exe().context("finding the raftq executable")?;
-    let mut cluster = LocalCluster::new(exe, &dir, addrs.clone(), "")?;
+    // The nodes share one runner registry, so a new leader adopts the runners already running.
+    let settings = format!(
+        "[scheduler]\nenabled = true\nrunner_dir = {:?}\n",
+        dir.join("runners").display().to_string()
+    );
+    let mut cluster = LocalCluster::new(exe, &dir, addrs.clone(), &settings)?;
     cluster.detach = a.detach;
     cluster.start_all().context("starting the nodes")?;
     for n in &cluster.nodes {
@@ -452,6 +457,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     println!("Ctrl-C stops the cluster.");
     shutdown_signal().await;
     println!("stopping...");
+    stop_runners(&dir);
     cluster.stop_all();
     for id in 1..=a.nodes {
         let _ = std::fs::remove_file(pid_path(&dir, id));
@@ -459,7 +465,34 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the runners the local scheduler started (SIGTERM: each releases its job and exits).
+fn stop_runners(dir: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir.join("runners")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_suffix(".runner")
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                if process_alive(pid) {
+                    signal_pid(pid, libc::SIGTERM);
+                    pids.push(pid);
+                }
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    pids
+}
+
 async fn stop_nodes(dir: &Path, max_id: u64) -> usize {
+    // Runners first, while the nodes can still take their releases.
+    let runners = stop_runners(dir);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while runners.iter().any(|p| process_alive(*p)) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut pids = Vec::new();
     for id in 1..=max_id {
         let p = pid_path(dir, id);

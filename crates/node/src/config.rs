@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub clock_offset_ms: i64,
     /// Decisions of the queue state machine (the same on every node; stored in the state).
     pub fsm: FsmConfig,
+    /// Starting runners for ready jobs on this host while this node leads.
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +70,7 @@ impl Default for NodeConfig {
             max_inflight_entries: 8,
             clock_offset_ms: 0,
             fsm: FsmConfig::default(),
+            scheduler: Default::default(),
         }
     }
 }

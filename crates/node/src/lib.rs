@@ -10,6 +10,7 @@
 //! - [`server`]: start a node and serve until shutdown.
 //! - [`node`]: routing to the leader (forwarding, read index, the blocking-reserve long poll).
 //! - [`proposer`]: group commit of concurrent commands into one log entry.
+//! - [`scheduler`]: leader-only start of runners for ready jobs (pluggable `Launcher`).
 //! - [`ticker`]: leader-only `RenewLeases` after election and `Tick` at each deadline.
 //! - [`raft_net`]: openraft's network over gRPC, both sides.
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
@@ -30,5 +31,6 @@ pub mod node;
 pub mod proposer;
 pub mod queue_service;
 pub mod raft_net;
+pub mod scheduler;
 pub mod server;
 pub mod ticker;

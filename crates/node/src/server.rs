@@ -95,6 +95,33 @@ pub async fn run(
         auth,
     ));
     let ticker = tokio::spawn(crate::ticker::run(node.clone()));
+    let scheduler = if config.scheduler.enabled {
+        let dir = config
+            .scheduler
+            .runner_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("runners"));
+        let cluster = if config.peers.is_empty() {
+            config.listen.clone()
+        } else {
+            config.peers.values().cloned().collect::<Vec<_>>().join(",")
+        };
+        let launcher = crate::scheduler::LocalLauncher {
+            exe: std::env::current_exe().context("finding the raftq executable")?,
+            cluster,
+            token_file: config.token_path(),
+            log_dir: dir.clone(),
+            idle_exit_s: config.scheduler.idle_exit_s,
+            ttr_s: config.scheduler.ttr_s,
+        };
+        Some(tokio::spawn(crate::scheduler::run(
+            node.clone(),
+            Arc::new(launcher),
+            dir,
+        )))
+    } else {
+        None
+    };
 
     tracing::info!(id = config.id, listen = %config.listen, "node serving");
     let incoming = tokio_stream_from(listener);
@@ -119,6 +146,9 @@ pub async fn run(
         .await;
     tracing::info!(id = config.id, "stopping");
     ticker.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
