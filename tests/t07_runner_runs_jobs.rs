@@ -192,4 +192,29 @@ async fn kill_and_a_dying_runner() {
     assert!(j.attempts >= 2, "it ran again after its runner died");
     let _ = rescuer.kill();
     let _ = rescuer.wait();
+
+    // step 3: SIGTERM to a runner mid-job: it kills the job, releases it with reason
+    // "signal", and exits
+    let keys = add(&cluster, vec![spec("sleep 120", &work, 3)]).await;
+    let mut polite = start_runner(&cluster, "polite", &["--idle-exit", "2s", "--ttr", "2s"]);
+    wait_for("the job to run", Duration::from_secs(30), || async {
+        (job_of(&cluster, &keys[0]).await.state == pb::JobState::Running as i32).then_some(())
+    })
+    .await;
+    // SAFETY: signals a child process this test started.
+    unsafe {
+        libc::kill(polite.id() as i32, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || polite.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "runner exited with {status}");
+    let j = job_of(&cluster, &keys[0]).await;
+    assert_eq!(j.fail_reason, "runner received a signal to stop");
+    assert!(
+        j.state == pb::JobState::Delayed as i32 || j.state == pb::JobState::Ready as i32,
+        "released, not {:?}",
+        j.state
+    );
 }

@@ -39,6 +39,30 @@ pub struct ExecSpec {
     pub change_home: bool,
     /// Stop the command after this long (None: no limit).
     pub time_limit: Option<Duration>,
+    /// Stop the command when its memory goes over this while the host is short of memory.
+    pub ram_limit_mb: Option<u64>,
+    /// Whether the host is short of memory (None: read /proc/meminfo; tests force it).
+    pub host_short_of_memory: Option<bool>,
+}
+
+/// The host counts as short of memory when less than this share of it is available.
+pub const SHORT_OF_MEMORY_PERCENT: u64 = 10;
+
+/// Whether less than `SHORT_OF_MEMORY_PERCENT` of the host's memory is available.
+pub fn host_short_of_memory() -> bool {
+    let Ok(m) = std::fs::read_to_string("/proc/meminfo") else {
+        return false;
+    };
+    let field = |name: &str| -> Option<u64> {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    match (field("MemTotal:"), field("MemAvailable:")) {
+        (Some(total), Some(avail)) => avail * 100 < total * SHORT_OF_MEMORY_PERCENT,
+        _ => false,
+    }
 }
 
 /// Why a command was stopped by the runner.
@@ -48,6 +72,8 @@ pub enum StopReason {
     Requested,
     /// Ran longer than its time limit.
     Time,
+    /// Used more memory than it asked for while the host was short of memory.
+    Ram,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -319,6 +345,12 @@ pub async fn run(
                 }
                 if stopped.is_none() && spec.time_limit.is_some_and(|l| start.elapsed() > l) {
                     stopped = Some(StopReason::Time);
+                }
+                if stopped.is_none()
+                    && spec.ram_limit_mb.is_some_and(|l| pss.div_ceil(1024) > l)
+                    && spec.host_short_of_memory.unwrap_or_else(host_short_of_memory)
+                {
+                    stopped = Some(StopReason::Ram);
                 }
             }
             r = kill.changed(), if stopped.is_none() => {

@@ -12,6 +12,8 @@ fn spec(cmd: &str, dir: WorkDir) -> ExecSpec {
         env: vec!["PATH=/usr/bin:/bin".into(), "GREETING=hello".into()],
         change_home: false,
         time_limit: None,
+        ram_limit_mb: None,
+        host_short_of_memory: None,
     }
 }
 
@@ -188,6 +190,27 @@ async fn peak_ram_of_a_200_mb_job_is_measured() {
         "peak {mb} MB"
     );
     assert!(r.cpu_ms > 0);
+}
+
+#[tokio::test]
+async fn over_its_ram_while_the_host_is_short_the_command_is_stopped() {
+    let base = tempfile::tempdir().unwrap();
+    let cmd = "python3 -c 'import time; b = bytearray(200*1024*1024); time.sleep(30)'";
+    let mut s = spec(cmd, WorkDir::Exact(base.path().into()));
+    s.ram_limit_mb = Some(100);
+    // Plenty of memory: over its request, it may go on (it is stopped by the time limit).
+    s.host_short_of_memory = Some(false);
+    s.time_limit = Some(Duration::from_secs(2));
+    let r = run_it(&s).await;
+    assert_eq!(r.stopped, Some(StopReason::Time));
+    // Short of memory: stopped for RAM.
+    s.host_short_of_memory = Some(true);
+    s.time_limit = None;
+    let r = tokio::time::timeout(Duration::from_secs(20), run_it(&s))
+        .await
+        .expect("stopped in time");
+    assert_eq!(r.stopped, Some(StopReason::Ram));
+    assert!(r.peak_ram_mb > 100);
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod reason {
     pub const EXIT: &str = "command exited non-zero";
     pub const ABNORMAL: &str = "command failed to complete normally";
     pub const TIME: &str = "command used too much time";
+    pub const RAM: &str = "command used too much RAM";
     pub const SIGNAL: &str = "runner received a signal to stop";
     pub const KILLED: &str = "killed by user request";
 }
@@ -90,6 +91,7 @@ pub fn decide(r: &ExecResult, shutting_down: bool, killed: bool) -> Outcome {
         Some(StopReason::Requested) if shutting_down => return Outcome::Release(reason::SIGNAL),
         Some(StopReason::Requested) => return Outcome::Abandon,
         Some(StopReason::Time) => return Outcome::Release(reason::TIME),
+        Some(StopReason::Ram) => return Outcome::Release(reason::RAM),
         None => {}
     }
     match r.exit_code {
@@ -226,6 +228,12 @@ impl Runner {
                 let t = Duration::from_secs(time_s as u64);
                 t + time_margin(t)
             }),
+            ram_limit_mb: job
+                .effective
+                .as_ref()
+                .map(|r| r.ram_mb as u64)
+                .filter(|m| *m > 0),
+            host_short_of_memory: None,
         };
         let (kill_tx, kill_rx) = watch::channel(false);
         let (pid_tx, mut pid_rx) = watch::channel(0u32);
