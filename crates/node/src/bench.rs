@@ -41,6 +41,12 @@ pub struct BenchArgs {
     /// Sequential single-job adds for the latency test.
     #[arg(long, default_value_t = 2_000)]
     pub latency_samples: usize,
+    /// `true` jobs run by real runner processes, per runner count (local cluster only).
+    #[arg(long, default_value_t = 2_000)]
+    pub runner_jobs: usize,
+    /// Runner counts for the runner test.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub runners: Vec<usize>,
     /// Failover trials (local cluster only).
     #[arg(long, default_value_t = 5)]
     pub failover_trials: usize,
@@ -194,6 +200,76 @@ async fn latency(client: &Client, a: &BenchArgs, tag: &str) -> anyhow::Result<(f
     Ok((percentile(&ms, 50.0), percentile(&ms, 99.0)))
 }
 
+/// Adds `n` `true` jobs, starts `runners` runner processes, and returns jobs/s from the add
+/// to the last archive.
+async fn runner_phase(
+    cluster: &LocalCluster,
+    client: &Client,
+    n: usize,
+    runners: usize,
+    a: &BenchArgs,
+    tag: &str,
+) -> anyhow::Result<f64> {
+    let rep = format!("bench-runner-{tag}-{runners}");
+    let work = cluster.dir.join("work");
+    std::fs::create_dir_all(&work)?;
+    let jobs: Vec<pb::JobSpec> = (0..n)
+        .map(|i| {
+            let mut j = job(format!("true {rep} {i}"), &rep);
+            j.cwd = work.display().to_string();
+            j
+        })
+        .collect();
+    let start = Instant::now();
+    for chunk in jobs.chunks(1_000) {
+        client.add(add_req(chunk.to_vec())).await?;
+    }
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for _ in 0..runners {
+        children.push(
+            std::process::Command::new(&exe)
+                .args(["runner", "--idle-exit", "2s", "--cluster"])
+                .arg(cluster.addrs().join(","))
+                .env("RAFTQ_TOKEN", &cluster.token)
+                .env_remove("RAFTQ_TOKEN_FILE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        );
+    }
+    let deadline = start + Duration::from_secs(a.max_seconds);
+    let mut done = 0;
+    while Instant::now() < deadline {
+        let s = client.search(pb::SearchRequest {
+            rep_grp: rep.clone(),
+            r#match: pb::search_request::Match::Exact as i32,
+            state: Some(pb::JobState::Complete as i32),
+            limit: 1,
+            incomplete_only: false,
+            stale: true,
+        });
+        done = s.await?.first().map_or(0, |j| j.similar as usize + 1);
+        if done >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if done < n {
+        bail!(
+            "runner phase: only {done} of {n} jobs completed in {} s",
+            a.max_seconds
+        );
+    }
+    Ok(n as f64 / secs)
+}
+
 /// Kills the leader while a writer adds jobs; returns the seconds from the kill to the first
 /// add that succeeded after it.
 async fn failover_trial(
@@ -315,6 +391,24 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "add_latency_p99_ms".into(),
         ((p99 * 100.0).round() / 100.0).into(),
     );
+
+    if let Some(cluster) = local.as_ref() {
+        for &r in &a.runners {
+            if a.runner_jobs == 0 {
+                break;
+            }
+            let rate = runner_phase(cluster, &client, a.runner_jobs, r, &a, &tag).await?;
+            println!(
+                "runners: {r} runner(s) ran {} `true` jobs at {rate:.0} jobs/s ({:.2} ms/job, add to archive)",
+                a.runner_jobs,
+                1000.0 / rate
+            );
+            out.insert(
+                format!("runner_jobs_per_s_{r}_runners"),
+                rate.round().into(),
+            );
+        }
+    }
 
     if let Some(cluster) = local.as_mut() {
         let mut gaps = Vec::new();

@@ -333,7 +333,9 @@ pub async fn run(
     let mut peak_disk = 0u64;
     let mut stopped: Option<StopReason> = None;
     let mut term_sent: Option<Instant> = None;
-    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    // The first sample comes one period in: most short commands are done by then.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_EVERY, SAMPLE_EVERY);
     let status = loop {
         tokio::select! {
             st = child.wait() => break st,
