@@ -54,6 +54,27 @@ async fn runner_follows_wr_semantics() {
     home.change_home = true;
     let mut env = spec(&format!("echo $GREETING $X > {}", o("env")), &work, 0);
     env.env_override = vec!["X=over".into()];
+    use pb::behaviour::{Action, When};
+    let b = |when: When, action: Action| pb::Behaviour {
+        when: when as i32,
+        action: Some(action),
+    };
+    let mut behaved = spec("echo work > result", &work, 0);
+    behaved.behaviours = vec![
+        b(
+            When::OnSuccess,
+            Action::Run(format!("echo after > {}", o("ran"))),
+        ),
+        b(When::OnExit, Action::CleanupAll(true)),
+    ];
+    let mut removed = spec("exit 1", &work, 0);
+    removed.behaviours = vec![
+        b(
+            When::OnFailure,
+            Action::Run(format!("echo on failure > {}", o("failed"))),
+        ),
+        b(When::OnFailure, Action::Remove(true)),
+    ];
     let keys = add(
         &cluster,
         vec![
@@ -67,6 +88,8 @@ async fn runner_follows_wr_semantics() {
             spec("false | true", &work, 0),
             home,
             env,
+            behaved,
+            removed,
         ],
     )
     .await;
@@ -104,6 +127,27 @@ async fn runner_follows_wr_semantics() {
     assert_eq!(missing.fail_reason, "command not found");
 
     let pipe = job_of(&cluster, &keys[3]).await;
+    let behaved = job_of(&cluster, &keys[6]).await;
+    assert_eq!(behaved.state, pb::JobState::Complete as i32);
+    let root = std::path::Path::new(&behaved.last_run.unwrap().actual_cwd)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(!root.exists(), "cleanup_all left {}", root.display());
+    assert_eq!(std::fs::read_to_string(o("ran")).unwrap().trim(), "after");
+    let removed = cluster
+        .client()
+        .get(vec![keys[7].clone()], false)
+        .await
+        .unwrap();
+    assert!(
+        removed.is_empty(),
+        "the failed job with 'remove' is still queued"
+    );
+    assert_eq!(
+        std::fs::read_to_string(o("failed")).unwrap().trim(),
+        "on failure"
+    );
     assert_eq!(pipe.state, pb::JobState::Buried as i32, "pipefail");
 
     let home = job_of(&cluster, &keys[4]).await;

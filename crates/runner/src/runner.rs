@@ -304,14 +304,21 @@ impl Runner {
         } else {
             decide(&result, shutting, killed)
         };
-        self.behaviours(&spec_in, &result, &outcome).await;
+        let remove = self.behaviours(&spec_in, &result, &outcome).await;
         self.finish(&job, job_ref, outcome.clone(), Some(&result), started_ms)
             .await?;
+        // "remove" takes a failed job out of the queue once its failure is recorded.
+        if remove && !matches!(outcome, Outcome::Archive | Outcome::Abandon) {
+            if let Err(e) = self.reporter.delete(vec![job.key.clone()]).await {
+                tracing::warn!(key = %job.key, error = %e, "remove behaviour failed");
+            }
+        }
         Ok(outcome)
     }
 
-    /// Runs the job's behaviours for how it ended.
-    async fn behaviours(&self, spec: &pb::JobSpec, r: &ExecResult, outcome: &Outcome) {
+    /// Runs the job's behaviours for how it ended; returns whether one asks to remove the job.
+    async fn behaviours(&self, spec: &pb::JobSpec, r: &ExecResult, outcome: &Outcome) -> bool {
+        let mut remove = false;
         use pb::behaviour::{Action, When};
         let success = *outcome == Outcome::Archive;
         for phase in [
@@ -340,10 +347,12 @@ impl Runner {
                             .status()
                             .await;
                     }
+                    Some(Action::Remove(true)) => remove = true,
                     _ => {}
                 }
             }
         }
+        remove
     }
 
     /// Reports the outcome (retried with one request id until the reporter's deadline).
