@@ -18,4 +18,4 @@ pub mod runner;
 pub use runner::{Runner, RunnerConfig, Summary};
 
 #[cfg(test)]
-mod exec_tests;
+mod tests;

@@ -1,0 +1,3 @@
+//! Tests of the runner's parts with real commands.
+
+mod exec;
