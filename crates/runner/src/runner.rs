@@ -247,19 +247,33 @@ impl Runner {
         ticker.tick().await;
         let (mut killed, mut shutting, mut lost) = (false, false, false);
         let mut started_sent = false;
+        type Call<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<pb::Ack, ClientError>> + Send + 'a>,
+        >;
+        let mut started_call: Option<Call<'_>> = None;
         let result = loop {
             tokio::select! {
                 r = &mut exec => break r,
                 _ = pid_rx.changed(), if !started_sent => {
+                    // Reported while the command runs (not in this branch: a short command
+                    // would wait for the round trip to be noticed as done).
                     started_sent = true;
-                    let pid = *pid_rx.borrow();
                     let req = pb::StartedRequest {
                         request_id: request_id(),
                         job: job_ref.clone(),
                         host: self.config.host.clone(),
-                        pid,
+                        pid: *pid_rx.borrow(),
                     };
-                    if let Err(e) = self.reporter.started(req).await {
+                    started_call = Some(Box::pin(self.reporter.started(req)));
+                }
+                r = async {
+                    match started_call.as_mut() {
+                        Some(call) => call.await,
+                        None => std::future::pending().await,
+                    }
+                }, if started_call.is_some() => {
+                    started_call = None;
+                    if let Err(e) = r {
                         tracing::warn!(error = %e, "reporting start failed");
                         if e.refusal().is_some() { lost = true; let _ = kill_tx.send(true); }
                     }
@@ -287,6 +301,13 @@ impl Runner {
         };
         // A command that ended before its start was reported still ran: report the start
         // first, so that its failure uses up a retry.
+        // The start must be recorded before the outcome.
+        if let Some(call) = started_call.take() {
+            if let Err(e) = call.await {
+                tracing::warn!(error = %e, "reporting start failed");
+                lost = e.refusal().is_some();
+            }
+        }
         if !started_sent && !lost && result.setup_error.is_none() {
             let req = pb::StartedRequest {
                 request_id: request_id(),
@@ -304,9 +325,11 @@ impl Runner {
         } else {
             decide(&result, shutting, killed)
         };
+        tracing::debug!(key = %job.key, ?outcome, wall_ms = result.wall_ms, "command ended");
         let remove = self.behaviours(&spec_in, &result, &outcome).await;
         self.finish(&job, job_ref, outcome.clone(), Some(&result), started_ms)
             .await?;
+        tracing::debug!(key = %job.key, "outcome reported");
         // "remove" takes a failed job out of the queue once its failure is recorded.
         if remove && !matches!(outcome, Outcome::Archive | Outcome::Abandon) {
             if let Err(e) = self.reporter.delete(vec![job.key.clone()]).await {

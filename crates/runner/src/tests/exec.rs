@@ -220,3 +220,31 @@ fn unique_dirs_spread_over_hashed_levels() {
     assert_ne!(a.parent(), b.parent());
     assert!(a.ends_with("k1"));
 }
+
+/// Not a test: how long running `true` takes through `exec::run` (run with --ignored).
+#[tokio::test]
+#[ignore = "measurement"]
+async fn overhead_of_a_true_command() {
+    let base = tempfile::tempdir().unwrap();
+    let s = spec(
+        "true",
+        WorkDir::Unique {
+            base: base.path().into(),
+            unique: "x".into(),
+        },
+    );
+    let n = 50;
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let mut s = s.clone();
+        s.dir = WorkDir::Unique {
+            base: base.path().into(),
+            unique: format!("x{i}"),
+        };
+        run_it(&s).await;
+    }
+    eprintln!(
+        "exec of `true`: {:.2} ms each",
+        t.elapsed().as_secs_f64() * 1000.0 / n as f64
+    );
+}
