@@ -1,0 +1,150 @@
+//! total-queue: every acknowledged add is in the final read, exactly once; nothing appears that
+//! was never added; a job completed twice is a duplicate too. Adds with an unknown outcome may
+//! or may not appear ("recovered" when they do).
+
+use super::{Validity, Verdict};
+use crate::history::{Event, Kind, Op};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn total_queue(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let mut attempted = BTreeSet::new();
+    let mut acked = BTreeSet::new();
+    let mut unknown = BTreeSet::new();
+    let mut archived: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut final_read: Option<&Vec<(String, String)>> = None;
+    for e in history {
+        match (&e.op, e.kind) {
+            (Op::Add { job }, Kind::Invoke) => {
+                attempted.insert(job.as_str());
+            }
+            (Op::Add { job }, Kind::Ok) => {
+                acked.insert(job.as_str());
+            }
+            (Op::Add { job }, Kind::Info) => {
+                unknown.insert(job.as_str());
+            }
+            (Op::Archive { job, .. }, Kind::Ok) => *archived.entry(job.as_str()).or_default() += 1,
+            (Op::FinalRead { jobs }, Kind::Ok) => final_read = Some(jobs),
+            _ => {}
+        }
+    }
+    v.count("attempted", attempted.len() as u64);
+    v.count("acknowledged", acked.len() as u64);
+    v.count("unknown", unknown.len() as u64);
+    for (job, n) in &archived {
+        if *n > 1 {
+            v.violation("duplicates", format!("job {job} completed {n} times"));
+        }
+    }
+    let Some(jobs) = final_read else {
+        v.valid = Validity::Unknown;
+        v.examples.push("no successful final read".into());
+        return v;
+    };
+    let mut present: BTreeMap<&str, u64> = BTreeMap::new();
+    for (job, _) in jobs {
+        *present.entry(job.as_str()).or_default() += 1;
+    }
+    for (job, n) in &present {
+        if *n > 1 {
+            v.violation("duplicates", format!("job {job} is in the queue {n} times"));
+        }
+        if !attempted.contains(job) {
+            v.violation("unexpected", format!("job {job} was never added"));
+        }
+        if unknown.contains(job) && !acked.contains(job) {
+            v.count("recovered", 1);
+        }
+    }
+    for job in &acked {
+        if !present.contains_key(job) {
+            v.violation("lost", format!("acknowledged job {job} is missing"));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: Kind, op: Op, t: u64) -> Event {
+        Event {
+            process: 1,
+            kind,
+            op,
+            node: 1,
+            time_ns: t,
+            error: None,
+        }
+    }
+
+    fn add(job: &str, outcome: Kind, t: u64) -> Vec<Event> {
+        let op = Op::Add { job: job.into() };
+        vec![ev(Kind::Invoke, op.clone(), t), ev(outcome, op, t + 1)]
+    }
+
+    fn final_read(jobs: &[&str]) -> Event {
+        ev(
+            Kind::Ok,
+            Op::FinalRead {
+                jobs: jobs
+                    .iter()
+                    .map(|j| (j.to_string(), "complete".into()))
+                    .collect(),
+            },
+            1_000,
+        )
+    }
+
+    #[test]
+    fn a_clean_history_is_valid() {
+        let mut h = add("a", Kind::Ok, 0);
+        h.extend(add("b", Kind::Info, 10));
+        h.extend(add("c", Kind::Fail, 20));
+        h.push(final_read(&["a", "b"]));
+        let v = total_queue(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        assert_eq!(v.counts["recovered"], 1);
+    }
+
+    #[test]
+    fn planted_bugs_are_caught() {
+        // lost: acknowledged but missing
+        let mut h = add("a", Kind::Ok, 0);
+        h.push(final_read(&[]));
+        let v = total_queue(&h);
+        assert_eq!(v.valid, Validity::False);
+        assert_eq!(v.counts["lost"], 1);
+        // duplicate in the final read
+        let mut h = add("a", Kind::Ok, 0);
+        h.push(final_read(&["a", "a"]));
+        assert_eq!(total_queue(&h).counts["duplicates"], 1);
+        // unexpected
+        let mut h = add("a", Kind::Ok, 0);
+        h.push(final_read(&["a", "z"]));
+        assert_eq!(total_queue(&h).counts["unexpected"], 1);
+        // completed twice
+        let mut h = add("a", Kind::Ok, 0);
+        for f in [1, 2] {
+            h.push(ev(
+                Kind::Ok,
+                Op::Archive {
+                    job: "a".into(),
+                    fence: f,
+                },
+                100 + f,
+            ));
+        }
+        h.push(final_read(&["a"]));
+        let v = total_queue(&h);
+        assert_eq!((v.valid, v.counts["duplicates"]), (Validity::False, 1));
+    }
+
+    #[test]
+    fn no_final_read_is_unknown() {
+        let h = add("a", Kind::Ok, 0);
+        assert_eq!(total_queue(&h).valid, Validity::Unknown);
+    }
+}

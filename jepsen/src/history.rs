@@ -1,0 +1,151 @@
+//! The history: every operation a client or worker made, as an invocation and its completion.
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+
+/// What happened to an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The operation was started.
+    Invoke,
+    /// It took effect.
+    Ok,
+    /// It certainly did not take effect.
+    Fail,
+    /// Unknown: it may or may not have taken effect (timeout, connection lost).
+    Info,
+}
+
+/// The operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "snake_case")]
+pub enum Op {
+    /// Add one job (identified by its key).
+    Add {
+        job: String,
+    },
+    /// Reserve: on ok, the job and the fence granted.
+    Reserve {
+        job: Option<String>,
+        fence: Option<u64>,
+    },
+    Touch {
+        job: String,
+        fence: u64,
+    },
+    Archive {
+        job: String,
+        fence: u64,
+    },
+    Release {
+        job: String,
+        fence: u64,
+    },
+    Bury {
+        job: String,
+        fence: u64,
+    },
+    /// The final read: every job in the queue with its state.
+    FinalRead {
+        jobs: Vec<(String, String)>,
+    },
+}
+
+/// One entry of the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The client or worker that made the call.
+    pub process: u64,
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub op: Op,
+    /// The node the call went to.
+    pub node: u64,
+    /// Nanoseconds since the start of the test.
+    pub time_ns: u64,
+    /// Error text of a fail or info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Writes the history as one JSON object per line.
+pub fn write_jsonl(events: &[Event], mut w: impl Write) -> std::io::Result<()> {
+    for e in events {
+        serde_json::to_writer(&mut w, e)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("history line {line}: {reason}")]
+    Line { line: usize, reason: String },
+    #[error("reading the history: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads a history written by [`write_jsonl`].
+pub fn read_jsonl(r: impl BufRead) -> Result<Vec<Event>, ReadError> {
+    let mut out = Vec::new();
+    for (i, line) in r.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(&line).map_err(|e| ReadError::Line {
+            line: i + 1,
+            reason: e.to_string(),
+        })?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_round_trips_through_jsonl() {
+        let events = vec![
+            Event {
+                process: 1,
+                kind: Kind::Invoke,
+                op: Op::Add { job: "a".into() },
+                node: 2,
+                time_ns: 10,
+                error: None,
+            },
+            Event {
+                process: 1,
+                kind: Kind::Info,
+                op: Op::Add { job: "a".into() },
+                node: 2,
+                time_ns: 20,
+                error: Some("timeout".into()),
+            },
+            Event {
+                process: 3,
+                kind: Kind::Ok,
+                op: Op::Reserve {
+                    job: Some("a".into()),
+                    fence: Some(7),
+                },
+                node: 1,
+                time_ns: 30,
+                error: None,
+            },
+        ];
+        let mut buf = Vec::new();
+        write_jsonl(&events, &mut buf).unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(
+            text.lines().next().unwrap().contains("\"f\":\"add\""),
+            "{text}"
+        );
+        assert_eq!(read_jsonl(&buf[..]).unwrap(), events);
+        let bad = read_jsonl(&b"{\"nope\":1}\n"[..]).unwrap_err();
+        assert!(bad.to_string().starts_with("history line 1:"), "{bad}");
+    }
+}
