@@ -9,9 +9,11 @@
 //! - [`history`]: operations, their outcomes, `history.jsonl` reading and writing.
 //! - [`checker`]: the checkers; each returns `valid: true / false / unknown` with counts and
 //!   examples.
+//! - [`net`]: test hosts in network namespaces on a bridge, partitions with iptables.
 //!
-//! Still to come (see the jepsen issue): clusters in network namespaces, nemeses, workloads,
-//! the report, and the `test` command.
+//! Still to come (see the jepsen issue): nemeses beyond partitions, workloads, the report, and
+//! the `test` command.
 
 pub mod checker;
 pub mod history;
+pub mod net;

@@ -104,6 +104,10 @@ struct NodeArgs {
     /// Data directory.
     #[arg(long, env = "RAFTQ_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The cluster token file, the same on every node (default DATA_DIR/token, created if
+    /// missing).
+    #[arg(long, env = "RAFTQ_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// The nodes of a new cluster: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (same on every node;
     /// ignored after the first start).
     #[arg(long, env = "RAFTQ_PEERS")]
@@ -337,6 +341,9 @@ async fn node(a: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.data_dir {
         config.data_dir = v;
+    }
+    if let Some(v) = a.token_file {
+        config.token_file = Some(v);
     }
     if let Some(v) = a.peers {
         config.peers = NodeConfig::parse_peers(&v).map_err(anyhow::Error::msg)?;

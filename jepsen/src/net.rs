@@ -1,0 +1,179 @@
+//! Test hosts in network namespaces: one namespace per manager, each with its own address on
+//! a bridge this harness creates, and iptables rules inside each namespace for partitions.
+//! Everything created is removed on drop, also after a failure. Needs root.
+
+use std::process::Command;
+
+/// A namespace host.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub netns: String,
+    pub ip: String,
+}
+
+/// Namespaces joined by a bridge; the host side of the bridge is `.1` of the subnet.
+pub struct Net {
+    pub bridge: String,
+    pub hosts: Vec<Host>,
+    forward_rule: Vec<String>,
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether this process runs as root (namespaces and iptables need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+impl Net {
+    /// Creates `n` namespaces on a new bridge, in a /24 chosen from `tag` (so that concurrent
+    /// runs do not collide).
+    pub fn create(n: usize, tag: u32) -> Result<Net, String> {
+        if !is_root() {
+            return Err("network namespaces and iptables need root; run as root".into());
+        }
+        let third = 100 + tag % 150;
+        let bridge = format!("rqbr{}", tag % 100_000);
+        let mut net = Net {
+            bridge: bridge.clone(),
+            hosts: Vec::new(),
+            forward_rule: Vec::new(),
+        };
+        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.77.{third}.1/24"),
+                "dev",
+                &bridge,
+            ],
+        )?;
+        run("ip", &["link", "set", &bridge, "up"])?;
+        // Docker sets the FORWARD policy to DROP, and bridged traffic passes FORWARD when
+        // br_netfilter is loaded: let traffic between our namespaces through.
+        let rule: Vec<String> = ["FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut insert = vec!["-I".to_string()];
+        insert.extend(rule.iter().cloned());
+        let insert_ref: Vec<&str> = insert.iter().map(String::as_str).collect();
+        run("iptables", &insert_ref)?;
+        net.forward_rule = rule;
+        for i in 0..n {
+            let netns = format!("rq{}n{}", tag % 100_000, i + 1);
+            let ip = format!("10.77.{third}.{}", 11 + i);
+            let outside = format!("rq{}v{}", tag % 100_000, i + 1);
+            run("ip", &["netns", "add", &netns])?;
+            net.hosts.push(Host {
+                netns: netns.clone(),
+                ip: ip.clone(),
+            });
+            run(
+                "ip",
+                &[
+                    "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns",
+                    &netns,
+                ],
+            )?;
+            run("ip", &["link", "set", &outside, "master", &bridge])?;
+            run("ip", &["link", "set", &outside, "up"])?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &netns,
+                    "addr",
+                    "add",
+                    &format!("{ip}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+            run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+        }
+        Ok(net)
+    }
+
+    /// A command that runs `program` inside host `i`'s namespace.
+    pub fn command(&self, i: usize, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hosts[i].netns]).arg(program);
+        c
+    }
+
+    /// Cuts host `a` off from host `b`, both ways.
+    pub fn partition(&self, a: usize, b: usize) -> Result<(), String> {
+        for (x, y) in [(a, b), (b, a)] {
+            let ns = &self.hosts[x].netns;
+            let peer = &self.hosts[y].ip;
+            run(
+                "ip",
+                &[
+                    "netns", "exec", ns, "iptables", "-A", "INPUT", "-s", peer, "-j", "DROP",
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-d", peer, "-j", "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes every partition.
+    pub fn heal(&self) -> Result<(), String> {
+        for h in &self.hosts {
+            run(
+                "ip",
+                &["netns", "exec", &h.netns, "iptables", "-F", "INPUT"],
+            )?;
+            run(
+                "ip",
+                &["netns", "exec", &h.netns, "iptables", "-F", "OUTPUT"],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = run("ip", &["netns", "del", &h.netns]);
+        }
+        let _ = run("ip", &["link", "del", &self.bridge]);
+        if !self.forward_rule.is_empty() {
+            let mut del = vec!["-D".to_string()];
+            del.extend(self.forward_rule.iter().cloned());
+            let del_ref: Vec<&str> = del.iter().map(String::as_str).collect();
+            let _ = run("iptables", &del_ref);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Three managers in their own network namespaces: the leader is cut off from the others with
+//! iptables; the majority elects a new leader and takes writes; after healing, all three
+//! converge. Needs root (skipped otherwise, with a message).
+
+use raftq_client::{Client, ClientConfig};
+use raftq_jepsen::net::{is_root, Net};
+use raftq_proto::pb;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+fn raftq_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RAFTQ_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("raftq");
+    assert!(
+        bin.exists(),
+        "{} not found: cargo build -p raftq-node first",
+        bin.display()
+    );
+    bin
+}
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn leader_seen_by(client: &Client, nodes: &[usize], not: u64, timeout: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut seen = Vec::new();
+        for &i in nodes {
+            if let Ok(s) = client.cluster_status_of(i).await {
+                seen.push(s.leader);
+            }
+        }
+        if seen.len() == nodes.len()
+            && seen[0] != 0
+            && seen[0] != not
+            && seen.iter().all(|l| *l == seen[0])
+        {
+            return seen[0];
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn add(n: usize, tag: &str) -> pb::AddRequest {
+    pb::AddRequest {
+        request_id: raftq_client::request_id(),
+        jobs: (0..n)
+            .map(|i| pb::JobSpec {
+                cmd: format!("echo {tag} {i}"),
+                rep_grp: "netns".into(),
+                ..Default::default()
+            })
+            .collect(),
+        env: vec![],
+        ignore_complete: false,
+        return_keys: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_is_replaced_and_rejoins() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::create(3, std::process::id()).expect("namespaces");
+    let token_file = dir.path().join("token");
+    let token = raftq_client::auth::ensure_token_file(&token_file).unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "heartbeat_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n",
+    )
+    .unwrap();
+    let addrs: Vec<String> = net.hosts.iter().map(|h| format!("{}:7700", h.ip)).collect();
+    let peers: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
+
+    // step 1: one node per namespace
+    let mut nodes = Nodes(Vec::new());
+    for (i, addr) in addrs.iter().enumerate() {
+        let log = std::fs::File::create(dir.path().join(format!("node-{}.log", i + 1))).unwrap();
+        let child = net
+            .command(i, &raftq_bin())
+            .args(["node", "--id", &(i + 1).to_string(), "--listen", addr])
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("node-{}", i + 1)))
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--peers")
+            .arg(peers.join(","))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        nodes.0.push(child);
+    }
+    let config = ClientConfig {
+        token: Some(token),
+        ..ClientConfig::default()
+    };
+    let client = Client::new(addrs.clone(), config.clone()).unwrap();
+    let leader = leader_seen_by(&client, &[0, 1, 2], 0, Duration::from_secs(30)).await;
+    client.add(add(10, "before")).await.unwrap();
+
+    // step 2: cut the leader off from both others
+    let l = leader as usize - 1;
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    for &o in &others {
+        net.partition(l, o).unwrap();
+    }
+    let new_leader = leader_seen_by(&client, &others, leader, Duration::from_secs(30)).await;
+    assert_ne!(new_leader, leader);
+    let majority = Client::new(others.iter().map(|i| addrs[*i].clone()).collect(), config).unwrap();
+    let r = majority.add(add(10, "during")).await.unwrap();
+    assert_eq!(r.added, 10);
+
+    // step 3: heal; all three converge on the same state
+    net.heal().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut digests = Vec::new();
+        for i in 0..3 {
+            digests.push(client.digest_of(i).await.ok().map(|d| d.digest));
+        }
+        if digests[0].is_some() && digests.iter().all(|d| d == &digests[0]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence: {digests:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = client.stats(false).await.unwrap();
+    assert_eq!(stats.states["ready"], 20);
+    drop(nodes);
+}
