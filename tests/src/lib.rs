@@ -153,17 +153,7 @@ impl Drop for Cluster {
 
 /// A job spec with just a command.
 pub fn job(cmd: impl Into<String>) -> pb::JobSpec {
-    pb::JobSpec {
-        cmd: cmd.into(),
-        rep_grp: "e2e".into(),
-        requirements: Some(pb::Requirements {
-            ram_mb: 100,
-            time_s: 60,
-            cores_milli: 1000,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    raftq_node::bench::job(cmd.into(), "e2e")
 }
 
 /// An Add of `cmds` with a fresh request id.

@@ -58,7 +58,8 @@ pub struct BenchArgs {
     pub json: Option<std::path::PathBuf>,
 }
 
-fn job(cmd: String, rep: &str) -> pb::JobSpec {
+/// A small job (100 MB, 1 minute, 1 core) in rep group `rep`; also used by the e2e tests.
+pub fn job(cmd: String, rep: &str) -> pb::JobSpec {
     pb::JobSpec {
         cmd,
         rep_grp: rep.into(),

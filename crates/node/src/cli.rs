@@ -190,16 +190,41 @@ struct AddArgs {
     ignore_complete: bool,
 }
 
+/// How `-i` matches rep group names.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MatchArg {
+    Exact,
+    Prefix,
+    Substring,
+}
+
+impl From<MatchArg> for pb::search_request::Match {
+    fn from(m: MatchArg) -> Self {
+        match m {
+            MatchArg::Exact => pb::search_request::Match::Exact,
+            MatchArg::Prefix => pb::search_request::Match::Prefix,
+            MatchArg::Substring => pb::search_request::Match::Substring,
+        }
+    }
+}
+
+/// Selecting jobs by rep group (status, kill, retry, remove).
+#[derive(Args)]
+struct RepGroupArg {
+    /// Only jobs of this rep group (see --match).
+    #[arg(short = 'i', long)]
+    rep_grp: Option<String>,
+    /// How -i matches.
+    #[arg(long, value_enum, default_value_t = MatchArg::Exact)]
+    r#match: MatchArg,
+}
+
 #[derive(Args)]
 struct StatusArgs {
     #[command(flatten)]
     cluster: ClusterArg,
-    /// Only this rep group (see --match).
-    #[arg(short = 'i', long)]
-    rep_grp: Option<String>,
-    /// How -i matches: exact, prefix or substring.
-    #[arg(long, default_value = "exact")]
-    r#match: String,
+    #[command(flatten)]
+    group: RepGroupArg,
     /// Print one JSON object (`states`, `rep_groups`).
     #[arg(long)]
     json: bool,
@@ -218,12 +243,8 @@ struct StatusArgs {
 struct SelectArgs {
     #[command(flatten)]
     cluster: ClusterArg,
-    /// Jobs of this rep group.
-    #[arg(short = 'i', long)]
-    rep_grp: Option<String>,
-    /// How -i matches: exact, prefix or substring.
-    #[arg(long, default_value = "exact")]
-    r#match: String,
+    #[command(flatten)]
+    group: RepGroupArg,
     /// Jobs with these keys.
     #[arg(long = "key")]
     keys: Vec<String>,
@@ -633,15 +654,6 @@ fn progress_bar(done: usize, total: usize) -> String {
 
 // ---- status ----------------------------------------------------------------------------
 
-fn match_mode(s: &str) -> anyhow::Result<pb::search_request::Match> {
-    Ok(match s {
-        "exact" => pb::search_request::Match::Exact,
-        "prefix" => pb::search_request::Match::Prefix,
-        "substring" => pb::search_request::Match::Substring,
-        other => bail!("--match: {other:?} is not exact, prefix or substring"),
-    })
-}
-
 const STATE_ORDER: [&str; 8] = [
     "dependent",
     "delayed",
@@ -655,9 +667,9 @@ const STATE_ORDER: [&str; 8] = [
 
 async fn status(a: StatusArgs) -> anyhow::Result<()> {
     let client = client(&a.cluster)?;
-    let how = match_mode(&a.r#match)?;
+    let how = pb::search_request::Match::from(a.group.r#match);
     let stats = client.stats(a.stale).await?;
-    let matches = |g: &str| match &a.rep_grp {
+    let matches = |g: &str| match &a.group.rep_grp {
         None => true,
         Some(p) => match how {
             pb::search_request::Match::Exact => g == p,
@@ -687,7 +699,8 @@ async fn status(a: StatusArgs) -> anyhow::Result<()> {
     if groups.is_empty() {
         println!(
             "no jobs{}",
-            a.rep_grp
+            a.group
+                .rep_grp
                 .as_deref()
                 .map(|g| format!(" in rep group {g:?}"))
                 .unwrap_or_default()
@@ -715,11 +728,11 @@ async fn status(a: StatusArgs) -> anyhow::Result<()> {
     if a.details {
         let jobs = client
             .search(pb::SearchRequest {
-                rep_grp: a.rep_grp.clone().unwrap_or_default(),
+                rep_grp: a.group.rep_grp.clone().unwrap_or_default(),
                 r#match: how as i32,
                 state: None,
                 limit: a.limit,
-                incomplete_only: a.rep_grp.is_none(),
+                incomplete_only: a.group.rep_grp.is_none(),
                 stale: a.stale,
             })
             .await?;
@@ -802,7 +815,7 @@ enum Action {
 async fn select_and(a: SelectArgs, action: Action) -> anyhow::Result<()> {
     let client = client(&a.cluster)?;
     let mut keys = a.keys.clone();
-    if let Some(g) = &a.rep_grp {
+    if let Some(g) = &a.group.rep_grp {
         let want: &[pb::JobState] = match action {
             Action::Kill => &[
                 pb::JobState::Running,
@@ -820,7 +833,7 @@ async fn select_and(a: SelectArgs, action: Action) -> anyhow::Result<()> {
         let jobs = client
             .search(pb::SearchRequest {
                 rep_grp: g.clone(),
-                r#match: match_mode(&a.r#match)? as i32,
+                r#match: pb::search_request::Match::from(a.group.r#match) as i32,
                 state: None,
                 limit: 0,
                 incomplete_only: true,

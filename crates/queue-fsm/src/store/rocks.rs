@@ -48,18 +48,18 @@ impl RocksStore {
         &self.path
     }
 
-    fn cf(&self, space: Space) -> &ColumnFamily {
-        // Every keyspace's column family is created in `open`; a missing one is a
-        // programming error, not an input error.
-        self.db
-            .cf_handle(space.name())
-            .expect("column family for every Space is created at open")
+    /// Every keyspace's column family is created in `open`; a missing one means the store
+    /// was damaged or opened by something else.
+    fn cf(&self, space: Space) -> Result<&ColumnFamily, StoreError> {
+        self.db.cf_handle(space.name()).ok_or_else(|| {
+            StoreError::Corrupt(format!("column family {} is missing", space.name()))
+        })
     }
 }
 
 impl StoreRead for RocksStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(self.cf(space), key).map_err(io)
+        self.db.get_cf(self.cf(space)?, key).map_err(io)
     }
 
     fn scan<'a>(&'a self, space: Space, prefix: &[u8], from: &[u8]) -> ScanIter<'a> {
@@ -69,11 +69,13 @@ impl StoreRead for RocksStore {
             // Bounds the iterator so that it never walks tombstones past the prefix.
             ro.set_iterate_upper_bound(end);
         }
-        let it = self.db.iterator_cf_opt(
-            self.cf(space),
-            ro,
-            IteratorMode::From(&start, Direction::Forward),
-        );
+        let cf = match self.cf(space) {
+            Ok(cf) => cf,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        let it = self
+            .db
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
         let prefix = prefix.to_vec();
         Box::new(
             it.map(|r| r.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(io))
@@ -89,7 +91,7 @@ impl Store for RocksStore {
     fn write(&mut self, batch: Vec<Write>) -> Result<(), StoreError> {
         let mut wb = WriteBatch::default();
         for (space, key, value) in &batch {
-            let cf = self.cf(*space);
+            let cf = self.cf(*space)?;
             match value {
                 Some(v) => wb.put_cf(cf, key, v),
                 None => wb.delete_cf(cf, key),
