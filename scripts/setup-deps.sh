@@ -5,7 +5,9 @@
 set -euo pipefail
 need=()
 [ -e /usr/include/rocksdb/c.h ] || need+=(librocksdb-dev)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+# bindgen needs libclang itself (libclang.so*); libclang-cpp, which other packages bring, is
+# not enough.
+compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || need+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/empty.proto ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
