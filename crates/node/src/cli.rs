@@ -115,6 +115,10 @@ struct NodeArgs {
     /// Test only: shift this node's clock by this many milliseconds.
     #[arg(long, hide = true, allow_hyphen_values = true)]
     clock_offset_ms: Option<i64>,
+    /// Test only: lose every un-synced write on SIGKILL, as on power loss (see
+    /// `NodeConfig::power_loss_sim`).
+    #[arg(long, hide = true)]
+    power_loss_sim: bool,
 }
 
 #[derive(Args)]
@@ -371,6 +375,9 @@ async fn node(a: NodeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.clock_offset_ms {
         config.clock_offset_ms = v;
+    }
+    if a.power_loss_sim {
+        config.power_loss_sim = true;
     }
     crate::server::run(config, shutdown_signal()).await
 }
@@ -942,4 +949,26 @@ async fn cluster_status(c: ClusterArg, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn power_loss_sim_is_a_hidden_node_flag() {
+        let parsed = |args: &[&str]| match Cli::try_parse_from(args).unwrap().cmd {
+            Cmd::Node(a) => a.power_loss_sim,
+            _ => unreachable!("not the node command"),
+        };
+        assert!(parsed(&["raftq", "node", "--power-loss-sim"]));
+        assert!(!parsed(&["raftq", "node"]));
+        let help = Cli::command()
+            .find_subcommand_mut("node")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("power-loss"), "{help}");
+    }
 }

@@ -41,13 +41,21 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let auth = raftq_client::Auth::new(Some(&token)).map_err(anyhow::Error::msg)?;
     let check = raftq_client::auth::CheckToken::new(&token);
+    if config.power_loss_sim {
+        tracing::warn!(
+            id = config.id,
+            "power-loss simulation mode (test only): writes not yet synced to disk are lost \
+             if this node is killed"
+        );
+    }
     let (mut log, mut sm) =
-        raft_store::open(&config.data_dir, config.fsm.clone()).with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        raft_store::open(&config.data_dir, config.fsm.clone(), config.rocks_options())
+            .with_context(|| {
+                format!(
+                    "cannot open the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
     let (ready_tx, ready_rx) = watch::channel(0u64);
     let (applied_tx, applied_rx) = watch::channel(0u64);
     sm.set_effects_hook(Arc::new(move |effects: &queue_fsm::Effects| {

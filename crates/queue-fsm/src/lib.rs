@@ -72,7 +72,7 @@ pub use job::{
     Reservation, RunInfo, RunReport, StateName, Trigger,
 };
 pub use query::{Listed, Match};
-pub use store::{MemStore, RocksStore, Space, Store, StoreError, StoreRead};
+pub use store::{MemStore, RocksOptions, RocksStore, Space, Store, StoreError, StoreRead};
 
 #[cfg(test)]
 mod tests;

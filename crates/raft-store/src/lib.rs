@@ -28,16 +28,21 @@ pub use log_store::LogStore;
 pub use state_machine::{EffectsHook, SharedFsm, StateMachine};
 pub use types::{Proposal, ProposalResult, TypeConfig};
 
+/// How both databases are opened (e.g. the test-only power-loss simulation).
+pub use queue_fsm::RocksOptions;
+
 use std::path::Path;
 
-/// Opens (creating if needed) the log store and the state machine under `dir`.
+/// Opens (creating if needed) the log store and the state machine under `dir`, both with
+/// `options`.
 pub fn open(
     dir: &Path,
     fsm_config: queue_fsm::FsmConfig,
+    options: RocksOptions,
 ) -> std::io::Result<(LogStore, StateMachine)> {
     std::fs::create_dir_all(dir)?;
-    let log = LogStore::open(&dir.join("log"))?;
-    let sm = StateMachine::open(dir, fsm_config)?;
+    let log = LogStore::open(&dir.join("log"), options)?;
+    let sm = StateMachine::open(dir, fsm_config, options)?;
     Ok((log, sm))
 }
 

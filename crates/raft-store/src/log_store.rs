@@ -10,6 +10,7 @@
 use crate::types::{decode, encode, io_err, Entry, LogId, TypeConfig, Vote};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use queue_fsm::RocksOptions;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
 use std::fmt::Debug;
 use std::io;
@@ -37,10 +38,11 @@ fn index_key(i: u64) -> [u8; 8] {
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> io::Result<LogStore> {
+    pub fn open(path: &Path, options: RocksOptions) -> io::Result<LogStore> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        options.apply_to(&mut opts);
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(rerr)?;
         Ok(LogStore { db: Arc::new(db) })

@@ -17,7 +17,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 use queue_fsm::snapshot::{Chunk, DEFAULT_CHUNK_BYTES};
-use queue_fsm::{Effects, Fsm, FsmConfig, RocksStore, Space, StoreRead};
+use queue_fsm::{Effects, Fsm, FsmConfig, RocksOptions, RocksStore, Space, StoreRead};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -82,8 +82,8 @@ fn save_snapshot(dir: &Path, meta: &SnapshotMeta, data: &SnapshotData) -> io::Re
 
 impl StateMachine {
     /// Opens the state machine under `dir` (`dir/fsm`, `dir/snapshots`).
-    pub fn open(dir: &Path, config: FsmConfig) -> io::Result<StateMachine> {
-        let store = RocksStore::open(&dir.join("fsm")).map_err(store_err)?;
+    pub fn open(dir: &Path, config: FsmConfig, options: RocksOptions) -> io::Result<StateMachine> {
+        let store = RocksStore::open_with(&dir.join("fsm"), options).map_err(store_err)?;
         let fsm = Fsm::open(store, config).map_err(store_err)?;
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;

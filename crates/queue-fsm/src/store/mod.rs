@@ -10,7 +10,7 @@ mod rocks;
 pub(crate) mod txn;
 
 pub use mem::MemStore;
-pub use rocks::RocksStore;
+pub use rocks::{RocksOptions, RocksStore};
 
 /// The keyspaces (RocksDB column families). Layouts are in `keys.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

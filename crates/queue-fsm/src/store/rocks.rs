@@ -3,10 +3,68 @@
 //! Writes go through the WAL but are not synced: the Raft log is the durable record, and a
 //! state machine that loses its last unsynced batches on power loss replays them from the log
 //! (the applied log id is written in the same batch, so the two never disagree).
+//!
+//! [`RocksOptions`] is shared with raft-store's log store, so that both databases of a node are
+//! opened the same way.
 
 use super::{prefix_end, ScanIter, Space, Store, StoreError, StoreRead, Write};
 use rocksdb::{ColumnFamily, Direction, IteratorMode, Options, ReadOptions, WriteBatch, DB};
 use std::path::{Path, PathBuf};
+
+/// How a node's RocksDB databases are opened: this state machine store and raft-store's log
+/// store take the same options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RocksOptions {
+    /// Test only (Jepsen): a SIGKILL loses every write that was not synced, as a power loss
+    /// would, so that a missing fsync shows up as lost data. Never use it in production.
+    ///
+    /// How: `manual_wal_flush` keeps each WAL record in RocksDB's in-process file buffer
+    /// (`WritableFileWriter`) instead of writing it to the file after every write, and a
+    /// [`POWER_LOSS_SIM_BUFFER_BYTES`](Self::POWER_LOSS_SIM_BUFFER_BYTES) buffer bound lets the
+    /// buffer hold it. A sync, i.e. a write with `WriteOptions::set_sync(true)` or
+    /// `DB::flush_wal(true)`, writes the buffer to the file and fsyncs it
+    /// (`WritableFileWriter::Sync` flushes first; `FlushWAL(true)` is `WriteBuffer` +
+    /// `SyncWAL`), so it covers every earlier write. A SIGKILL drops the buffer, and on reopen
+    /// point-in-time WAL recovery ends at the last record that reached the file. What the log
+    /// store acknowledges stays durable (it syncs each append batch, the vote and the purge
+    /// point); the state machine store never syncs, so a killed node restarts it from where it
+    /// was at the last memtable switch (usually: when the node started) and openraft brings it
+    /// up to date from `snapshots/current` and the log, as after a real power loss.
+    ///
+    /// Limits: what a real power loss can lose but this does not.
+    /// - Data RocksDB already handed to the OS without fsync: the WAL buffer is written out
+    ///   (not synced) at every memtable switch, i.e. before every memtable flush (the flush
+    ///   then fsyncs the closed WALs, as these databases have several column families); when
+    ///   un-synced WAL fills the 256 MiB buffer (it is written out whole and refills, so a kill
+    ///   loses only what came after); and when the database is closed, so only a SIGKILL (or
+    ///   abort) tests anything, not a clean stop.
+    /// - Every file other than the WAL. Plain files (the snapshot `snapshots/current`, the
+    ///   token file, runner logs) reach the OS at once, so a missing fsync of them, or of a
+    ///   directory after a create or rename, goes unnoticed. RocksDB's own SST, MANIFEST and
+    ///   CURRENT files are synced by RocksDB before it relies on them; a kill only drops a
+    ///   half-written SST that no MANIFEST names.
+    /// - Loss shapes other than a clean cut at the end of the WAL: a power loss can keep later
+    ///   pages and not earlier ones, tear a page, leave zeros or garbage after the last
+    ///   record, and a disk can acknowledge an fsync it has not done.
+    ///
+    /// Cost: every RocksDB file writer (the WAL, and SSTs written by flushes and compactions
+    /// until they are synced) may grow its buffer up to 256 MiB of memory.
+    pub power_loss_sim: bool,
+}
+
+impl RocksOptions {
+    /// Bound of RocksDB's in-process file buffer under
+    /// [`power_loss_sim`](Self::power_loss_sim): the un-synced WAL it holds at most.
+    pub const POWER_LOSS_SIM_BUFFER_BYTES: u64 = 256 << 20;
+
+    /// Sets these options on a database's `rocksdb::Options` (before it is opened).
+    pub fn apply_to(&self, opts: &mut Options) {
+        if self.power_loss_sim {
+            opts.set_manual_wal_flush(true);
+            opts.set_writable_file_max_buffer_size(Self::POWER_LOSS_SIM_BUFFER_BYTES);
+        }
+    }
+}
 
 pub struct RocksStore {
     db: DB,
@@ -30,10 +88,16 @@ fn cf_options() -> Options {
 impl RocksStore {
     /// Opens (creating if needed) a store at `path`.
     pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+        Self::open_with(path, RocksOptions::default())
+    }
+
+    /// Opens (creating if needed) a store at `path` with `options`.
+    pub fn open_with(path: &Path, options: RocksOptions) -> Result<RocksStore, StoreError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
+        options.apply_to(&mut opts);
         let cfs = Space::ALL
             .iter()
             .map(|s| rocksdb::ColumnFamilyDescriptor::new(s.name(), cf_options()));

@@ -10,12 +10,21 @@ use openraft::StorageError;
 use tempfile::TempDir;
 use types::Proposal;
 
+/// Both stores under `dir` with the default settings.
+fn open_default(dir: &std::path::Path) -> std::io::Result<(LogStore, StateMachine)> {
+    open(
+        dir,
+        queue_fsm::FsmConfig::default(),
+        RocksOptions::default(),
+    )
+}
+
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        let (log, sm) = open(dir.path(), queue_fsm::FsmConfig::default())
+        let (log, sm) = open_default(dir.path())
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, log, sm))
     }
@@ -59,7 +68,7 @@ fn digest(sm: &StateMachine) -> String {
 fn normal_entries_apply_and_survive_reopen() {
     TypeConfig::run(async {
         let dir = TempDir::new().unwrap();
-        let (mut log, mut sm) = open(dir.path(), queue_fsm::FsmConfig::default()).unwrap();
+        let (mut log, mut sm) = open_default(dir.path()).unwrap();
         let entries: Vec<_> = (1..=3)
             .map(|i| add_entry(i, &[&format!("job {i}"), "shared"]))
             .collect();
@@ -79,7 +88,7 @@ fn normal_entries_apply_and_survive_reopen() {
         }
         drop((log, sm));
 
-        let (mut log, mut sm) = open(dir.path(), queue_fsm::FsmConfig::default()).unwrap();
+        let (mut log, mut sm) = open_default(dir.path()).unwrap();
         assert_eq!(digest(&sm), before);
         assert_eq!(sm.applied_state().await.unwrap().0.unwrap().index, 3);
         let state = log.get_log_state().await.unwrap();
@@ -91,7 +100,7 @@ fn normal_entries_apply_and_survive_reopen() {
 fn snapshot_moves_queue_state_to_another_replica() {
     TypeConfig::run(async {
         let src_dir = TempDir::new().unwrap();
-        let (_, mut src) = open(src_dir.path(), queue_fsm::FsmConfig::default()).unwrap();
+        let (_, mut src) = open_default(src_dir.path()).unwrap();
         let entries: Vec<_> = (1..=50)
             .map(|i| add_entry(i, &[&format!("a {i}"), &format!("b {i}")]))
             .collect();
@@ -103,7 +112,7 @@ fn snapshot_moves_queue_state_to_another_replica() {
         assert_eq!(current.meta, snap.meta);
 
         let dst_dir = TempDir::new().unwrap();
-        let (_, mut dst) = open(dst_dir.path(), queue_fsm::FsmConfig::default()).unwrap();
+        let (_, mut dst) = open_default(dst_dir.path()).unwrap();
         apply_all(&mut dst, vec![add_entry(1, &["stale"])]).await;
         dst.install_snapshot(&snap.meta, snap.snapshot.clone())
             .await
