@@ -11,3 +11,11 @@ cargo build --workspace --bins
 # --all-targets leaves out doc tests: run those first, then everything else.
 cargo test --workspace --doc
 cargo test --workspace --all-targets
+# A short Jepsen run: 3 nodes in network namespaces, kill + partition, 60 s, then heal, drain
+# and check (docs/jepsen.md). Needs root; skipped with a message otherwise.
+if [ "$(id -u)" -eq 0 ]; then
+  cargo run -p raftq-jepsen -- test --nodes 3 --workload queue --nemesis kill,partition \
+    --time-limit 60 --seed "${JEPSEN_SEED:-7}" --store "${JEPSEN_STORE:-store}"
+else
+  echo "test.sh: SKIPPED the Jepsen run: it needs root (network namespaces, iptables)"
+fi

@@ -21,9 +21,14 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "f", rename_all = "snake_case")]
 pub enum Op {
-    /// Add one job (identified by its key).
+    /// Add one job, identified by a name unique in the test (its command carries the name).
+    /// The ordering workload also records the job's priority and delay.
     Add {
         job: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        priority: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
     },
     /// Reserve: on ok, the job and the fence granted.
     Reserve {
@@ -46,10 +51,56 @@ pub enum Op {
         job: String,
         fence: u64,
     },
-    /// The final read: every job in the queue with its state.
+    /// Kick buried jobs back to ready (the final phase): on ok, how many were kicked.
+    Kick {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
+    /// The final read: every job in the queue with its state name as the CLI prints it
+    /// (`ready`, `reserved`, `running`, `lost`, `delayed`, `buried`, `complete`, ...).
     FinalRead {
         jobs: Vec<(String, String)>,
     },
+    /// The state digest of each node after the final phase (node id, digest; None when the
+    /// node did not answer).
+    Digests {
+        nodes: Vec<(u64, Option<String>)>,
+    },
+    /// A fault of the nemesis (process [`NEMESIS`]): invoke when it starts being applied, ok
+    /// once in force; `name` is the nemesis (`kill`, `partition`, ...), `action` is `start` or
+    /// `stop`, `detail` says which nodes.
+    Fault {
+        name: String,
+        action: String,
+        #[serde(default)]
+        detail: String,
+    },
+}
+
+/// The process number of the nemesis in the history.
+pub const NEMESIS: u64 = 0;
+
+impl Op {
+    /// The job the operation is about, if any.
+    pub fn job(&self) -> Option<&str> {
+        match self {
+            Op::Add { job, .. }
+            | Op::Touch { job, .. }
+            | Op::Archive { job, .. }
+            | Op::Release { job, .. }
+            | Op::Bury { job, .. } => Some(job),
+            Op::Reserve { job, .. } => job.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the operation changes the queue (adds, reservation changes, kicks).
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            Op::FinalRead { .. } | Op::Digests { .. } | Op::Fault { .. }
+        )
+    }
 }
 
 /// One entry of the history.
@@ -112,7 +163,11 @@ mod tests {
             Event {
                 process: 1,
                 kind: Kind::Invoke,
-                op: Op::Add { job: "a".into() },
+                op: Op::Add {
+                    job: "a".into(),
+                    priority: None,
+                    delay_ms: None,
+                },
                 node: 2,
                 time_ns: 10,
                 error: None,
@@ -120,7 +175,11 @@ mod tests {
             Event {
                 process: 1,
                 kind: Kind::Info,
-                op: Op::Add { job: "a".into() },
+                op: Op::Add {
+                    job: "a".into(),
+                    priority: None,
+                    delay_ms: None,
+                },
                 node: 2,
                 time_ns: 20,
                 error: Some("timeout".into()),

@@ -1,19 +1,28 @@
 //! # raftq-jepsen: proving raftq under faults
 //!
 //! A Jepsen-style harness without Clojure: clients and workers run operations against a real
-//! cluster while nemeses inject faults; every operation is recorded as invoke / ok / fail /
-//! info (info: the outcome is unknown, e.g. a timeout) in a history; checkers then judge the
-//! history and the cluster's final state.
+//! cluster of `raftq node` processes, each in its own network namespace, while a nemesis
+//! injects faults on a schedule drawn from a seed; every operation is recorded as invoke / ok /
+//! fail / info (info: the outcome is unknown, e.g. a timeout) in a history; checkers then
+//! judge the history and the cluster's final state, and a report is written.
 //!
 //! ## Layout
-//! - [`history`]: operations, their outcomes, `history.jsonl` reading and writing.
+//! - [`run`]: one test run from start to report; `main.rs` is its command line.
+//! - [`db`]: the cluster's node processes (start, SIGKILL, SIGSTOP/SIGCONT, restart).
+//! - [`net`]: namespaces on a bridge, partitions and packet loss with iptables.
+//! - [`nemesis`]: the faults, their schedule, applying and undoing them.
+//! - [`workload`]: adders and workers, and the recorder of the history.
+//! - [`history`]: operations, their outcomes, `history.jsonl`.
 //! - [`checker`]: the checkers; each returns `valid: true / false / unknown` with counts and
 //!   examples.
-//! - [`net`]: test hosts in network namespaces on a bridge, partitions with iptables.
-//!
-//! Still to come (see the jepsen issue): nemeses beyond partitions, workloads, the report, and
-//! the `test` command.
+//! - [`report`]: plots and `index.html`.
 
 pub mod checker;
+pub mod db;
 pub mod history;
+pub mod nemesis;
 pub mod net;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod workload;

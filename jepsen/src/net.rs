@@ -126,25 +126,31 @@ impl Net {
         c
     }
 
+    /// Drops packets from host `from` arriving at host `to` (one way), all of them or, with
+    /// `probability`, that share of them at random (iptables' statistic match: this kernel has
+    /// no netem).
+    pub fn drop_from(
+        &self,
+        from: usize,
+        to: usize,
+        probability: Option<f64>,
+    ) -> Result<(), String> {
+        let ns = &self.hosts[to].netns;
+        let src = &self.hosts[from].ip;
+        let mut args = vec!["netns", "exec", ns, "iptables", "-A", "INPUT", "-s", src];
+        let p;
+        if let Some(prob) = probability {
+            p = format!("{prob:.3}");
+            args.extend(["-m", "statistic", "--mode", "random", "--probability", &p]);
+        }
+        args.extend(["-j", "DROP"]);
+        run("ip", &args)
+    }
+
     /// Cuts host `a` off from host `b`, both ways.
     pub fn partition(&self, a: usize, b: usize) -> Result<(), String> {
-        for (x, y) in [(a, b), (b, a)] {
-            let ns = &self.hosts[x].netns;
-            let peer = &self.hosts[y].ip;
-            run(
-                "ip",
-                &[
-                    "netns", "exec", ns, "iptables", "-A", "INPUT", "-s", peer, "-j", "DROP",
-                ],
-            )?;
-            run(
-                "ip",
-                &[
-                    "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-d", peer, "-j", "DROP",
-                ],
-            )?;
-        }
-        Ok(())
+        self.drop_from(a, b, None)?;
+        self.drop_from(b, a, None)
     }
 
     /// Removes every partition.
@@ -153,10 +159,6 @@ impl Net {
             run(
                 "ip",
                 &["netns", "exec", &h.netns, "iptables", "-F", "INPUT"],
-            )?;
-            run(
-                "ip",
-                &["netns", "exec", &h.netns, "iptables", "-F", "OUTPUT"],
             )?;
         }
         Ok(())

@@ -1,10 +1,23 @@
 //! Checkers: each reads the history and says whether it is valid, with counts and examples.
 
+mod availability;
+mod completion;
+mod convergence;
 mod fencing;
+mod lifecycle;
+mod ordering;
 mod total_queue;
 
+pub use availability::availability;
+pub(crate) use availability::{fault_windows, pair_ops, FaultWindow, PairedOp};
+pub use completion::completion;
+pub use convergence::convergence;
 pub use fencing::fencing;
+pub use lifecycle::lifecycle;
+pub use ordering::ordering;
 pub use total_queue::total_queue;
+
+use crate::history::{Event, Op};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,6 +38,9 @@ pub struct Verdict {
     pub counts: BTreeMap<String, u64>,
     /// A few offending cases, for the report.
     pub examples: Vec<String>,
+    /// Structured extras (availability: latency, throughput, fault windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
 }
 
 /// Examples kept per verdict.
@@ -36,6 +52,7 @@ impl Verdict {
             valid: Validity::True,
             counts: BTreeMap::new(),
             examples: Vec::new(),
+            details: None,
         }
     }
 
@@ -50,5 +67,127 @@ impl Verdict {
         if self.examples.len() < MAX_EXAMPLES {
             self.examples.push(example);
         }
+    }
+}
+
+/// Key of the availability summary in [`check_all`]'s map (not a correctness checker).
+pub const AVAILABILITY: &str = "availability";
+/// Key of the ordering checker in [`check_all`]'s map when it is soft.
+pub const ORDERING_SOFT: &str = "ordering (soft)";
+/// Key of the ordering checker in [`check_all`]'s map when it is not soft.
+pub const ORDERING: &str = "ordering";
+
+/// Runs every checker on the history: name → verdict. `ordering` runs only when some add
+/// carries a priority (the ordering workload); with `ordering_soft` it is filed under
+/// [`ORDERING_SOFT`] and [`overall`] ignores it, otherwise under [`ORDERING`] and it counts.
+pub fn check_all(history: &[Event], ordering_soft: bool) -> BTreeMap<String, Verdict> {
+    let mut out = BTreeMap::new();
+    out.insert("total-queue".to_string(), total_queue(history));
+    out.insert("fencing".to_string(), fencing(history));
+    out.insert("lifecycle".to_string(), lifecycle(history));
+    out.insert("completion".to_string(), completion(history));
+    out.insert("convergence".to_string(), convergence(history));
+    out.insert(AVAILABILITY.to_string(), availability(history));
+    let prioritized = history.iter().any(|e| {
+        matches!(
+            &e.op,
+            Op::Add {
+                priority: Some(_),
+                ..
+            }
+        )
+    });
+    if prioritized {
+        let key = if ordering_soft {
+            ORDERING_SOFT
+        } else {
+            ORDERING
+        };
+        out.insert(key.to_string(), ordering(history));
+    }
+    out
+}
+
+/// The verdict of a run: false if any checker says false, else unknown if any says unknown,
+/// else true. [`AVAILABILITY`] and [`ORDERING_SOFT`] are reported but never decide.
+pub fn overall(results: &BTreeMap<String, Verdict>) -> Validity {
+    let mut out = Validity::True;
+    for (name, v) in results {
+        if name == AVAILABILITY || name == ORDERING_SOFT {
+            continue;
+        }
+        match v.valid {
+            Validity::False => return Validity::False,
+            Validity::Unknown => out = Validity::Unknown,
+            Validity::True => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Kind;
+
+    fn ev(kind: Kind, op: Op, t: u64) -> Event {
+        Event {
+            process: 1,
+            kind,
+            op,
+            node: 1,
+            time_ns: t,
+            error: None,
+        }
+    }
+
+    fn add(job: &str, priority: Option<u32>) -> Vec<Event> {
+        let op = Op::Add {
+            job: job.into(),
+            priority,
+            delay_ms: None,
+        };
+        vec![ev(Kind::Invoke, op.clone(), 0), ev(Kind::Ok, op, 1)]
+    }
+
+    #[test]
+    fn check_all_runs_every_checker_and_overall_decides() {
+        let mut h = add("a", None);
+        let names = |m: &BTreeMap<String, Verdict>| m.keys().cloned().collect::<Vec<_>>();
+        let r = check_all(&h, true);
+        assert_eq!(
+            names(&r),
+            [
+                "availability",
+                "completion",
+                "convergence",
+                "fencing",
+                "lifecycle",
+                "total-queue"
+            ]
+        );
+        // no final read, no digests
+        assert_eq!(overall(&r), Validity::Unknown);
+        h.extend(add("b", Some(3)));
+        assert!(check_all(&h, true).contains_key(ORDERING_SOFT));
+        assert!(check_all(&h, false).contains_key(ORDERING));
+
+        let mut r = BTreeMap::new();
+        let mut bad = Verdict::new();
+        bad.violation("x", "x".into());
+        r.insert("total-queue".to_string(), Verdict::new());
+        // the reporting ones never decide
+        r.insert(AVAILABILITY.to_string(), bad.clone());
+        r.insert(ORDERING_SOFT.to_string(), bad.clone());
+        assert_eq!(overall(&r), Validity::True);
+        let mut unknown = Verdict::new();
+        unknown.valid = Validity::Unknown;
+        r.insert("convergence".to_string(), unknown);
+        assert_eq!(overall(&r), Validity::Unknown);
+        r.insert(ORDERING.to_string(), bad);
+        assert_eq!(overall(&r), Validity::False);
+        // details are left out of the JSON when absent
+        let json = serde_json::to_string(&r["total-queue"]).unwrap_or_default();
+        assert!(!json.contains("details"), "{json}");
     }
 }

@@ -15,13 +15,13 @@ pub fn total_queue(history: &[Event]) -> Verdict {
     let mut final_read: Option<&Vec<(String, String)>> = None;
     for e in history {
         match (&e.op, e.kind) {
-            (Op::Add { job }, Kind::Invoke) => {
+            (Op::Add { job, .. }, Kind::Invoke) => {
                 attempted.insert(job.as_str());
             }
-            (Op::Add { job }, Kind::Ok) => {
+            (Op::Add { job, .. }, Kind::Ok) => {
                 acked.insert(job.as_str());
             }
-            (Op::Add { job }, Kind::Info) => {
+            (Op::Add { job, .. }, Kind::Info) => {
                 unknown.insert(job.as_str());
             }
             (Op::Archive { job, .. }, Kind::Ok) => *archived.entry(job.as_str()).or_default() += 1,
@@ -81,7 +81,11 @@ mod tests {
     }
 
     fn add(job: &str, outcome: Kind, t: u64) -> Vec<Event> {
-        let op = Op::Add { job: job.into() };
+        let op = Op::Add {
+            job: job.into(),
+            priority: None,
+            delay_ms: None,
+        };
         vec![ev(Kind::Invoke, op.clone(), t), ev(outcome, op, t + 1)]
     }
 

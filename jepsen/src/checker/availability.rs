@@ -1,0 +1,456 @@
+//! availability: not a correctness checker but a summary of how the cluster served clients —
+//! operations by outcome per operation name, latency (p50/p95/p99/max, ms) and throughput (per
+//! second) of ok writes, the nemesis' fault windows and, for each, the time to recover (from the
+//! heal until the first ok write invoked after it completes) and the longest stretch without any
+//! ok write inside the window. It is valid unless no write succeeded at all.
+//!
+//! Also home of the helpers the other checkers and the report share: pairing invocations with
+//! their completions ([`pair_ops`]) and the fault windows ([`fault_windows`]).
+
+use super::{Validity, Verdict};
+use crate::history::{Event, Kind, Op, NEMESIS};
+use serde_json::json;
+use std::collections::{BTreeMap, VecDeque};
+
+/// The name of an operation as it appears in the history's `f` field.
+pub(crate) fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Add { .. } => "add",
+        Op::Reserve { .. } => "reserve",
+        Op::Touch { .. } => "touch",
+        Op::Archive { .. } => "archive",
+        Op::Release { .. } => "release",
+        Op::Bury { .. } => "bury",
+        Op::Kick { .. } => "kick",
+        Op::FinalRead { .. } => "final_read",
+        Op::Digests { .. } => "digests",
+        Op::Fault { .. } => "fault",
+    }
+}
+
+/// One operation: its invocation paired with its completion.
+#[derive(Clone, Debug)]
+pub(crate) struct PairedOp<'a> {
+    pub process: u64,
+    /// The completion's op when there is one (a reserve's job and fence are only known there),
+    /// else the invocation's.
+    pub op: &'a Op,
+    /// The outcome; [`Kind::Info`] when the history ends before the completion.
+    pub kind: Kind,
+    pub invoke_ns: u64,
+    /// None: never completed.
+    pub complete_ns: Option<u64>,
+}
+
+impl PairedOp<'_> {
+    /// The latest moment the operation may have taken effect: its completion, or forever when
+    /// the outcome is unknown.
+    pub fn effect_end_ns(&self) -> u64 {
+        match (self.kind, self.complete_ns) {
+            (Kind::Ok | Kind::Fail, Some(t)) => t,
+            _ => u64::MAX,
+        }
+    }
+
+    pub fn latency_ns(&self) -> Option<u64> {
+        self.complete_ns.map(|c| c.saturating_sub(self.invoke_ns))
+    }
+}
+
+/// Pairs every invocation with the next completion of the same process (preferring one of the
+/// same operation name), in the order of the invocations. A completion without an invocation
+/// counts as invoked when it completed; an invocation never completed has outcome `Info`.
+pub(crate) fn pair_ops(history: &[Event]) -> Vec<PairedOp<'_>> {
+    let mut out: Vec<PairedOp<'_>> = Vec::new();
+    // process → indexes into `out` of invocations still open
+    let mut open: BTreeMap<u64, VecDeque<usize>> = BTreeMap::new();
+    for e in history {
+        if e.kind == Kind::Invoke {
+            open.entry(e.process).or_default().push_back(out.len());
+            out.push(PairedOp {
+                process: e.process,
+                op: &e.op,
+                kind: Kind::Info,
+                invoke_ns: e.time_ns,
+                complete_ns: None,
+            });
+            continue;
+        }
+        let q = open.entry(e.process).or_default();
+        let name = op_name(&e.op);
+        let pos = q
+            .iter()
+            .position(|&i| out.get(i).is_some_and(|p| op_name(p.op) == name))
+            .or(if q.is_empty() { None } else { Some(0) });
+        match pos.and_then(|p| q.remove(p)) {
+            Some(i) => {
+                if let Some(p) = out.get_mut(i) {
+                    p.op = &e.op;
+                    p.kind = e.kind;
+                    p.complete_ns = Some(e.time_ns);
+                }
+            }
+            None => out.push(PairedOp {
+                process: e.process,
+                op: &e.op,
+                kind: e.kind,
+                invoke_ns: e.time_ns,
+                complete_ns: Some(e.time_ns),
+            }),
+        }
+    }
+    out
+}
+
+/// A fault of the nemesis from its start until its heal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FaultWindow {
+    pub name: String,
+    pub detail: String,
+    /// When the nemesis began applying it.
+    pub start_ns: u64,
+    /// When the heal was in force; None: never healed in the history.
+    pub stop_ns: Option<u64>,
+}
+
+/// The fault windows, from the nemesis' `Fault` events: a start (invoke, or ok without an
+/// invoke) opens a window of that name (its detail: the start ok's, else the invoke's), a
+/// failed start drops it, and a stop (ok or info) closes the oldest open window of that name;
+/// other actions are ignored. Sorted by start.
+pub(crate) fn fault_windows(history: &[Event]) -> Vec<FaultWindow> {
+    struct Open {
+        w: FaultWindow,
+        start_done: bool,
+    }
+    let mut open: BTreeMap<&str, VecDeque<Open>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in history {
+        if e.process != NEMESIS {
+            continue;
+        }
+        let Op::Fault {
+            name,
+            action,
+            detail,
+        } = &e.op
+        else {
+            continue;
+        };
+        let q = open.entry(name.as_str()).or_default();
+        match (action.as_str(), e.kind) {
+            ("start", Kind::Invoke) => q.push_back(Open {
+                w: FaultWindow {
+                    name: name.clone(),
+                    detail: detail.clone(),
+                    start_ns: e.time_ns,
+                    stop_ns: None,
+                },
+                start_done: false,
+            }),
+            ("start", Kind::Fail) => {
+                if let Some(i) = q.iter().rposition(|o| !o.start_done) {
+                    q.remove(i);
+                }
+            }
+            ("start", _) => match q.iter_mut().rev().find(|o| !o.start_done) {
+                Some(o) => {
+                    o.start_done = true;
+                    // what the fault hit is known once it is in force
+                    if !detail.is_empty() {
+                        o.w.detail = detail.clone();
+                    }
+                }
+                None => q.push_back(Open {
+                    w: FaultWindow {
+                        name: name.clone(),
+                        detail: detail.clone(),
+                        start_ns: e.time_ns,
+                        stop_ns: None,
+                    },
+                    start_done: true,
+                }),
+            },
+            ("stop", Kind::Ok | Kind::Info) => {
+                if let Some(mut o) = q.pop_front() {
+                    o.w.stop_ns = Some(e.time_ns.max(o.w.start_ns));
+                    out.push(o.w);
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(open.into_values().flatten().map(|o| o.w));
+    out.sort_by_key(|w| w.start_ns);
+    out
+}
+
+/// The `q`-quantile (0..=1) of sorted values, nearest rank; 0 when empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted.len()) - 1;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn availability(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let ops: Vec<PairedOp<'_>> = pair_ops(history)
+        .into_iter()
+        .filter(|p| p.process != NEMESIS)
+        .collect();
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    for p in &ops {
+        let k = match p.kind {
+            Kind::Ok => "ok",
+            Kind::Fail => "fail",
+            Kind::Info | Kind::Invoke => "info",
+        };
+        *by_kind.entry(format!("{}.{k}", op_name(p.op))).or_default() += 1;
+    }
+    for (k, n) in &by_kind {
+        v.count(k, *n);
+    }
+    // completion times of ok writes, sorted, and their latencies
+    let mut ok_writes: Vec<(u64, u64)> = ops
+        .iter()
+        .filter(|p| p.kind == Kind::Ok && p.op.is_write())
+        .filter_map(|p| p.complete_ns.map(|c| (p.invoke_ns, c)))
+        .collect();
+    ok_writes.sort_by_key(|&(_, c)| c);
+    let mut lat: Vec<f64> = ok_writes.iter().map(|&(i, c)| ms(c - i.min(c))).collect();
+    lat.sort_by(f64::total_cmp);
+    let (p50, p95, p99) = (
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.95),
+        quantile(&lat, 0.99),
+    );
+    let max = lat.last().copied().unwrap_or(0.0);
+    v.count("ok_writes", ok_writes.len() as u64);
+    v.count("latency_p50_ms", p50.round() as u64);
+    v.count("latency_p95_ms", p95.round() as u64);
+    v.count("latency_p99_ms", p99.round() as u64);
+    v.count("latency_max_ms", max.round() as u64);
+    let first = ops
+        .iter()
+        .filter(|p| p.op.is_write())
+        .map(|p| p.invoke_ns)
+        .min();
+    let last = ok_writes.last().map(|&(_, c)| c);
+    let span_s = match (first, last) {
+        (Some(f), Some(l)) => (ms(l.saturating_sub(f)) / 1000.0).max(0.001),
+        _ => 0.0,
+    };
+    let throughput = if span_s > 0.0 {
+        ok_writes.len() as f64 / span_s
+    } else {
+        0.0
+    };
+    v.count("throughput_per_s", throughput.round() as u64);
+
+    let end_ns = history.iter().map(|e| e.time_ns).max().unwrap_or(0);
+    let windows = fault_windows(history);
+    v.count("faults", windows.len() as u64);
+    let mut faults = Vec::new();
+    for w in &windows {
+        let stop = w.stop_ns.unwrap_or(end_ns);
+        // first ok write invoked after the heal: how long from the heal until it completed
+        let recovery_ms = w.stop_ns.and_then(|heal| {
+            ok_writes
+                .iter()
+                .filter(|&&(i, _)| i >= heal)
+                .map(|&(_, c)| ms(c.saturating_sub(heal)))
+                .min_by(f64::total_cmp)
+        });
+        // longest stretch inside the window with no ok write completing
+        let mut prev = w.start_ns;
+        let mut gap = 0u64;
+        for &(_, c) in ok_writes
+            .iter()
+            .filter(|&&(_, c)| c >= w.start_ns && c <= stop)
+        {
+            gap = gap.max(c - prev);
+            prev = c;
+        }
+        gap = gap.max(stop.saturating_sub(prev));
+        let line = format!(
+            "{} [{}] {:.1} s – {}: recovered in {}, longest gap without an ok write {:.0} ms",
+            w.name,
+            w.detail,
+            ms(w.start_ns) / 1000.0,
+            w.stop_ns
+                .map(|s| format!("{:.1} s", ms(s) / 1000.0))
+                .unwrap_or_else(|| "never healed".into()),
+            recovery_ms
+                .map(|r| format!("{r:.0} ms"))
+                .unwrap_or_else(|| "- (no ok write after the heal)".into()),
+            ms(gap),
+        );
+        v.examples.push(line);
+        faults.push(json!({
+            "name": w.name,
+            "detail": w.detail,
+            "start_s": round3(ms(w.start_ns) / 1000.0),
+            "stop_s": w.stop_ns.map(|s| round3(ms(s) / 1000.0)),
+            "recovery_ms": recovery_ms.map(round3),
+            "longest_gap_ms": round3(ms(gap)),
+        }));
+    }
+    if ok_writes.is_empty() {
+        v.valid = Validity::False;
+        v.examples.insert(0, "no write succeeded at all".into());
+    }
+    v.details = Some(json!({
+        "ops": by_kind,
+        "ok_writes": ok_writes.len(),
+        "latency_ms": {
+            "p50": round3(p50),
+            "p95": round3(p95),
+            "p99": round3(p99),
+            "max": round3(max),
+        },
+        "throughput_per_s": round3(throughput),
+        "faults": faults,
+    }));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(process: u64, kind: Kind, op: Op, t_ms: u64) -> Event {
+        Event {
+            process,
+            kind,
+            op,
+            node: 1,
+            time_ns: t_ms * 1_000_000,
+            error: None,
+        }
+    }
+
+    fn add(job: &str) -> Op {
+        Op::Add {
+            job: job.into(),
+            priority: None,
+            delay_ms: None,
+        }
+    }
+
+    fn fault(action: &str) -> Op {
+        Op::Fault {
+            name: "partition".into(),
+            action: action.into(),
+            detail: "n1|n2,n3".into(),
+        }
+    }
+
+    fn history() -> Vec<Event> {
+        let mut h = Vec::new();
+        // ok writes every 100 ms, 10 ms each, from 0 to 1 s; then a partition from 1 s to 2 s
+        // during which only fails/infos happen; then writes again from 2.05 s
+        for i in 0..10 {
+            h.push(ev(1, Kind::Invoke, add(&format!("a{i}")), i * 100));
+            h.push(ev(1, Kind::Ok, add(&format!("a{i}")), i * 100 + 10));
+        }
+        let mut starting = fault("start");
+        if let Op::Fault { detail, .. } = &mut starting {
+            detail.clear();
+        }
+        h.push(ev(NEMESIS, Kind::Invoke, starting, 1000));
+        h.push(ev(NEMESIS, Kind::Ok, fault("start"), 1001));
+        h.push(ev(1, Kind::Invoke, add("f"), 1100));
+        h.push(ev(1, Kind::Fail, add("f"), 1200));
+        h.push(ev(2, Kind::Invoke, add("i"), 1100));
+        h.push(ev(2, Kind::Info, add("i"), 1900));
+        h.push(ev(NEMESIS, Kind::Invoke, fault("stop"), 1999));
+        h.push(ev(NEMESIS, Kind::Ok, fault("stop"), 2000));
+        h.push(ev(1, Kind::Invoke, add("b"), 2050));
+        h.push(ev(1, Kind::Ok, add("b"), 2080));
+        h
+    }
+
+    #[test]
+    fn summarises_a_history_with_a_fault() {
+        let v = availability(&history());
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        assert_eq!(v.counts["add.ok"], 11);
+        assert_eq!(v.counts["add.fail"], 1);
+        assert_eq!(v.counts["add.info"], 1);
+        assert_eq!(v.counts["ok_writes"], 11);
+        assert_eq!(v.counts["latency_p50_ms"], 10);
+        assert_eq!(v.counts["latency_max_ms"], 30);
+        assert_eq!(v.counts["faults"], 1);
+        let d = v.details.unwrap();
+        let f = &d["faults"][0];
+        assert_eq!(f["name"], "partition");
+        assert_eq!(f["detail"], "n1|n2,n3");
+        assert_eq!(f["start_s"], 1.0);
+        assert_eq!(f["stop_s"], 2.0);
+        assert_eq!(f["recovery_ms"], 80.0);
+        // last ok write before the fault completed at 910 ms, but the window starts at 1 s
+        assert_eq!(f["longest_gap_ms"], 1000.0);
+        assert!(
+            v.examples[0].contains("recovered in 80 ms"),
+            "{:?}",
+            v.examples
+        );
+    }
+
+    #[test]
+    fn planted_bugs_are_caught() {
+        // no write succeeded at all: reported as false
+        let h = vec![
+            ev(1, Kind::Invoke, add("a"), 0),
+            ev(1, Kind::Info, add("a"), 10),
+            ev(2, Kind::Invoke, add("b"), 0),
+        ];
+        let v = availability(&h);
+        assert_eq!(v.valid, Validity::False);
+        assert_eq!(v.counts["ok_writes"], 0);
+        assert_eq!(v.counts["add.info"], 2);
+    }
+
+    #[test]
+    fn unhealed_and_failed_faults() {
+        let h = vec![
+            ev(NEMESIS, Kind::Invoke, fault("start"), 0),
+            ev(NEMESIS, Kind::Fail, fault("start"), 1),
+            ev(NEMESIS, Kind::Invoke, fault("start"), 5),
+            ev(1, Kind::Invoke, add("a"), 6),
+            ev(1, Kind::Ok, add("a"), 7),
+        ];
+        let w = fault_windows(&h);
+        assert_eq!(w.len(), 1);
+        assert_eq!((w[0].start_ns, w[0].stop_ns), (5_000_000, None));
+        let v = availability(&h);
+        assert!(v.examples[0].contains("never healed"), "{:?}", v.examples);
+    }
+
+    #[test]
+    fn pairs_by_process_and_name() {
+        let h = vec![
+            ev(1, Kind::Invoke, add("a"), 0),
+            ev(2, Kind::Invoke, add("b"), 1),
+            ev(2, Kind::Ok, add("b"), 2),
+            ev(3, Kind::Ok, add("c"), 3),
+        ];
+        let p = pair_ops(&h);
+        assert_eq!(p.len(), 3);
+        assert_eq!((p[0].kind, p[0].complete_ns), (Kind::Info, None));
+        assert_eq!(p[1].latency_ns(), Some(1_000_000));
+        assert_eq!(p[2].invoke_ns, 3_000_000);
+        assert_eq!(p[0].effect_end_ns(), u64::MAX);
+        assert_eq!(p[1].effect_end_ns(), 2_000_000);
+    }
+}

@@ -1,0 +1,493 @@
+//! lifecycle: each job's client-visible life is legal. Flags only what is certainly illegal,
+//! allowing for concurrency (an operation takes effect somewhere between its invocation and its
+//! completion; one with an unknown outcome at any time after its invocation):
+//! - `never_added`: a reserve ok, or a touch/archive/release/bury ok, of a job no add (other
+//!   than failed ones) was invoked for before;
+//! - `reserve_after_archive`: a reserve ok invoked after an archive of the job was ok (complete
+//!   is terminal), unless another add of the job (which queues a complete job again) may have
+//!   taken effect in between (an add invocation takes effect at most once: request ids make
+//!   retries idempotent);
+//! - `reserve_after_bury`: a reserve ok invoked after a bury of the job was ok, with no kick
+//!   that may have taken effect in between;
+//! - `foreign_fence`: a touch/archive/release/bury ok with a fence a reserve ok granted to
+//!   another job (fences are unique); `ungranted_fence`: one with a fence granted to the job
+//!   only after the operation completed, or granted to nobody while no reserve with an unknown
+//!   outcome could have granted it (otherwise counted as `fence_unverified`);
+//! - in the final read: `complete_without_archive`, a complete job no archive (other than failed
+//!   ones) was invoked for; `archived_not_complete`, a job with an archive ok that is not
+//!   complete (or missing), unless another add may have queued it again after the archive.
+//!
+//! Without a final read, and with no violation otherwise, the verdict is unknown.
+
+use super::{pair_ops, PairedOp, Validity, Verdict};
+use crate::history::{Event, Kind, Op, NEMESIS};
+use std::collections::BTreeMap;
+
+/// (invoke, latest moment it may have taken effect) of operations that did not fail.
+type Windows = Vec<(u64, u64)>;
+
+fn secs(ns: u64) -> String {
+    format!("{:.3} s", ns as f64 / 1e9)
+}
+
+/// Whether one of `windows` may have taken effect strictly between `after` and `before`.
+fn may_happen_between(windows: Option<&Windows>, after: u64, before: u64) -> bool {
+    windows.is_some_and(|w| w.iter().any(|&(i, end)| i < before && end > after))
+}
+
+/// Whether an add may have queued the job again after an archive of it that was invoked at
+/// `after` and succeeded, before `before`. An add invocation takes effect at most once (its
+/// request id makes the client's retries idempotent) and one add of the job must have taken
+/// effect before the archive did, so this takes a second add invocation that may have taken
+/// effect in between.
+fn may_requeue(adds: Option<&Windows>, after: u64, before: u64) -> bool {
+    adds.is_some_and(|w| w.len() > 1) && may_happen_between(adds, after, before)
+}
+
+pub fn lifecycle(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let ops: Vec<PairedOp<'_>> = pair_ops(history)
+        .into_iter()
+        .filter(|p| p.process != NEMESIS)
+        .collect();
+    let mut adds: BTreeMap<&str, Windows> = BTreeMap::new();
+    let mut archives_tried: BTreeMap<&str, Windows> = BTreeMap::new();
+    // (invoke, ok) of archives / buries that succeeded
+    let mut archived: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut buried: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut kicks: Windows = Vec::new();
+    // (job, invoke, ok) of reserves ok that returned a job
+    let mut reserves: Vec<(&str, u64, u64)> = Vec::new();
+    // fence → (job, invoke of the reserve that granted it)
+    let mut grants: BTreeMap<u64, Vec<(&str, u64)>> = BTreeMap::new();
+    // invocations of reserves whose outcome is unknown
+    let mut unknown_reserves: Vec<u64> = Vec::new();
+    // (op name, job, fence, completion) of touch/archive/release/bury ok
+    let mut fenced: Vec<(&'static str, &str, u64, u64)> = Vec::new();
+    let mut final_read: Option<(&Vec<(String, String)>, u64)> = None;
+
+    for p in &ops {
+        let done = p.complete_ns.unwrap_or(p.invoke_ns);
+        let window = (p.invoke_ns, p.effect_end_ns());
+        match (p.op, p.kind) {
+            (_, Kind::Fail | Kind::Invoke) => {}
+            (Op::Add { job, .. }, _) => adds.entry(job).or_default().push(window),
+            (Op::Kick { .. }, _) => kicks.push(window),
+            (Op::Reserve { .. }, Kind::Info) => unknown_reserves.push(p.invoke_ns),
+            (
+                Op::Reserve {
+                    job: Some(job),
+                    fence,
+                },
+                Kind::Ok,
+            ) => {
+                reserves.push((job, p.invoke_ns, done));
+                if let Some(f) = fence {
+                    grants.entry(*f).or_default().push((job, p.invoke_ns));
+                }
+            }
+            (Op::Archive { job, fence }, kind) => {
+                archives_tried.entry(job).or_default().push(window);
+                if kind == Kind::Ok {
+                    archived.entry(job).or_default().push((p.invoke_ns, done));
+                    fenced.push(("archive", job, *fence, done));
+                }
+            }
+            (Op::Bury { job, fence }, Kind::Ok) => {
+                buried.entry(job).or_default().push((p.invoke_ns, done));
+                fenced.push(("bury", job, *fence, done));
+            }
+            (Op::Touch { job, fence }, Kind::Ok) => fenced.push(("touch", job, *fence, done)),
+            (Op::Release { job, fence }, Kind::Ok) => fenced.push(("release", job, *fence, done)),
+            (Op::FinalRead { jobs }, Kind::Ok) => final_read = Some((jobs, done)),
+            _ => {}
+        }
+    }
+
+    let added_before = |job: &str, t: u64| {
+        adds.get(job)
+            .is_some_and(|w| w.iter().any(|&(i, _)| i <= t))
+    };
+
+    for &(job, r_i, r_o) in &reserves {
+        v.count("transitions", 1);
+        if !added_before(job, r_o) {
+            v.violation(
+                "never_added",
+                format!(
+                    "job {job}: reserve ok at {} but no add of it was invoked before",
+                    secs(r_o)
+                ),
+            );
+        }
+        let terminal = archived.get(job).and_then(|a| {
+            a.iter()
+                .find(|&&(a_i, a_o)| a_o < r_i && !may_requeue(adds.get(job), a_i, r_o))
+        });
+        if let Some(&(_, a_o)) = terminal {
+            v.violation(
+                "reserve_after_archive",
+                format!(
+                    "job {job}: reserve invoked at {} returned it, but it was archived (ok at {}) and not added again",
+                    secs(r_i),
+                    secs(a_o)
+                ),
+            );
+        }
+        let unkicked = buried.get(job).and_then(|b| {
+            b.iter()
+                .find(|&&(b_i, b_o)| b_o < r_i && !may_happen_between(Some(&kicks), b_i, r_o))
+        });
+        if let Some(&(_, b_o)) = unkicked {
+            v.violation(
+                "reserve_after_bury",
+                format!(
+                    "job {job}: reserve invoked at {} returned it, but it was buried (ok at {}) and no kick happened since",
+                    secs(r_i),
+                    secs(b_o)
+                ),
+            );
+        }
+    }
+
+    for &(name, job, fence, done) in &fenced {
+        v.count("transitions", 1);
+        if !added_before(job, done) {
+            v.violation(
+                "never_added",
+                format!(
+                    "job {job}: {name} ok at {} but no add of it was invoked before",
+                    secs(done)
+                ),
+            );
+        }
+        match grants.get(&fence) {
+            Some(g) if g.iter().any(|&(j, _)| j != job) => {
+                let other = g.iter().find(|&&(j, _)| j != job).map_or("", |&(j, _)| j);
+                v.violation(
+                    "foreign_fence",
+                    format!(
+                        "job {job}: {name} ok at {} with fence {fence}, which was granted to job {other}",
+                        secs(done)
+                    ),
+                );
+            }
+            Some(g) => {
+                if g.iter().all(|&(_, r_i)| r_i > done) {
+                    v.violation(
+                        "ungranted_fence",
+                        format!(
+                            "job {job}: {name} ok at {} with fence {fence}, granted only later",
+                            secs(done)
+                        ),
+                    );
+                }
+            }
+            None => {
+                if unknown_reserves.iter().any(|&i| i <= done) {
+                    v.count("fence_unverified", 1);
+                } else {
+                    v.violation(
+                        "ungranted_fence",
+                        format!(
+                            "job {job}: {name} ok at {} with fence {fence}, which no reserve granted",
+                            secs(done)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    let Some((jobs, read_at)) = final_read else {
+        if v.valid == Validity::True {
+            v.valid = Validity::Unknown;
+        }
+        v.examples
+            .push("no successful final read: final states not checked".into());
+        return v;
+    };
+    let mut states: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (job, state) in jobs {
+        v.count("transitions", 1);
+        states.entry(job).or_default().push(state);
+        let tried = archives_tried
+            .get(job.as_str())
+            .is_some_and(|w| w.iter().any(|&(i, _)| i <= read_at));
+        if state == "complete" && !tried {
+            v.violation(
+                "complete_without_archive",
+                format!("job {job} is complete in the final read but was never archived"),
+            );
+        }
+    }
+    for (job, a) in &archived {
+        let first_archive = a.iter().map(|&(i, _)| i).min().unwrap_or(0);
+        let state = match states.get(job) {
+            None => "missing",
+            Some(s) => s
+                .iter()
+                .copied()
+                .find(|&s| s != "complete")
+                .unwrap_or("complete"),
+        };
+        if state != "complete" && !may_requeue(adds.get(job), first_archive, read_at) {
+            v.violation(
+                "archived_not_complete",
+                format!("job {job} was archived (ok) but is {state} in the final read"),
+            );
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(process: u64, kind: Kind, op: Op, t: u64) -> Event {
+        Event {
+            process,
+            kind,
+            op,
+            node: 1,
+            time_ns: t,
+            error: None,
+        }
+    }
+
+    /// An operation from `t` to `t + 5` with the given outcome.
+    fn op(process: u64, op: Op, outcome: Kind, t: u64) -> Vec<Event> {
+        let invoked = match &op {
+            Op::Reserve { .. } => Op::Reserve {
+                job: None,
+                fence: None,
+            },
+            o => o.clone(),
+        };
+        vec![
+            ev(process, Kind::Invoke, invoked, t),
+            ev(process, outcome, op, t + 5),
+        ]
+    }
+
+    fn add(job: &str) -> Op {
+        Op::Add {
+            job: job.into(),
+            priority: None,
+            delay_ms: None,
+        }
+    }
+
+    fn reserve(job: &str, fence: u64) -> Op {
+        Op::Reserve {
+            job: Some(job.into()),
+            fence: Some(fence),
+        }
+    }
+
+    fn archive(job: &str, fence: u64) -> Op {
+        Op::Archive {
+            job: job.into(),
+            fence,
+        }
+    }
+
+    fn bury(job: &str, fence: u64) -> Op {
+        Op::Bury {
+            job: job.into(),
+            fence,
+        }
+    }
+
+    fn kick() -> Op {
+        Op::Kick { count: Some(1) }
+    }
+
+    fn final_read(jobs: &[(&str, &str)]) -> Vec<Event> {
+        op(
+            1,
+            Op::FinalRead {
+                jobs: jobs
+                    .iter()
+                    .map(|(j, s)| (j.to_string(), s.to_string()))
+                    .collect(),
+            },
+            Kind::Ok,
+            10_000,
+        )
+    }
+
+    /// a: added, reserved, touched, released, reserved again, archived.
+    /// b: added (unknown), reserved, buried, kicked, reserved, archived.
+    fn clean() -> Vec<Event> {
+        let mut h = Vec::new();
+        h.extend(op(1, add("a"), Kind::Ok, 0));
+        h.extend(op(2, add("b"), Kind::Info, 0));
+        h.extend(op(3, reserve("a", 1), Kind::Ok, 100));
+        h.extend(op(
+            3,
+            Op::Touch {
+                job: "a".into(),
+                fence: 1,
+            },
+            Kind::Ok,
+            200,
+        ));
+        h.extend(op(
+            3,
+            Op::Release {
+                job: "a".into(),
+                fence: 1,
+            },
+            Kind::Ok,
+            300,
+        ));
+        h.extend(op(4, reserve("b", 2), Kind::Ok, 400));
+        h.extend(op(4, bury("b", 2), Kind::Ok, 500));
+        h.extend(op(3, reserve("a", 3), Kind::Ok, 600));
+        h.extend(op(3, archive("a", 3), Kind::Ok, 700));
+        // a failed archive of a stale fence: fine
+        h.extend(op(4, archive("a", 1), Kind::Fail, 800));
+        h.extend(op(1, kick(), Kind::Ok, 900));
+        h.extend(op(4, reserve("b", 4), Kind::Ok, 1000));
+        h.extend(op(4, archive("b", 4), Kind::Ok, 1100));
+        h
+    }
+
+    #[test]
+    fn a_clean_history_is_valid() {
+        let mut h = clean();
+        h.extend(final_read(&[("a", "complete"), ("b", "complete")]));
+        let v = lifecycle(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        // 4 reserves, touch, release, bury, 2 archives, 2 final states
+        assert_eq!(v.counts["transitions"], 11);
+    }
+
+    #[test]
+    fn concurrency_is_allowed_for() {
+        let mut h = Vec::new();
+        h.extend(op(1, add("a"), Kind::Ok, 0));
+        h.extend(op(2, reserve("a", 1), Kind::Ok, 10));
+        // bury and a reserve overlap: the reserve may have taken effect first
+        h.push(ev(2, Kind::Invoke, bury("a", 1), 20));
+        h.push(ev(
+            3,
+            Kind::Invoke,
+            Op::Reserve {
+                job: None,
+                fence: None,
+            },
+            22,
+        ));
+        h.push(ev(2, Kind::Ok, bury("a", 1), 25));
+        h.push(ev(3, Kind::Ok, reserve("a", 2), 30));
+        // a kick with an unknown outcome, then a reserve long after: may have been kicked
+        h.extend(op(1, bury("a", 2), Kind::Ok, 40));
+        h.extend(op(1, kick(), Kind::Info, 50));
+        h.extend(op(2, reserve("a", 3), Kind::Ok, 1000));
+        // archived, then added again (unknown), then reserved again: the add re-queued it
+        h.extend(op(2, archive("a", 3), Kind::Ok, 1100));
+        h.extend(op(1, add("a"), Kind::Info, 1200));
+        h.extend(op(2, reserve("a", 5), Kind::Ok, 1300));
+        // a fence only a reserve with an unknown outcome may have granted
+        h.extend(op(
+            4,
+            Op::Reserve {
+                job: None,
+                fence: None,
+            },
+            Kind::Info,
+            1400,
+        ));
+        h.extend(op(
+            4,
+            Op::Touch {
+                job: "a".into(),
+                fence: 6,
+            },
+            Kind::Ok,
+            1500,
+        ));
+        h.extend(final_read(&[("a", "reserved")]));
+        let v = lifecycle(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        assert_eq!(v.counts["fence_unverified"], 1);
+    }
+
+    #[test]
+    fn planted_bugs_are_caught() {
+        let check = |mut h: Vec<Event>, what: &str| {
+            if !h.iter().any(|e| matches!(e.op, Op::FinalRead { .. })) {
+                h.extend(final_read(&[]));
+            }
+            let v = lifecycle(&h);
+            assert_eq!(v.valid, Validity::False, "{what}: {v:?}");
+            assert_eq!(v.counts.get(what), Some(&1), "{what}: {v:?}");
+        };
+        // reserve of a job never added (only a failed add)
+        let mut h = op(1, add("a"), Kind::Fail, 0);
+        h.extend(op(2, reserve("a", 1), Kind::Ok, 10));
+        check(h, "never_added");
+        // archive ok of a job never added, with a fence granted to it later
+        let mut h = op(2, archive("z", 1), Kind::Ok, 10);
+        h.extend(op(1, add("z"), Kind::Ok, 100));
+        h.extend(op(2, reserve("z", 1), Kind::Ok, 200));
+        let v = lifecycle(&h);
+        assert_eq!(v.counts["never_added"], 1);
+        check(h, "ungranted_fence");
+        // reserve after archive
+        let mut h = clean();
+        h.extend(op(3, reserve("a", 9), Kind::Ok, 2000));
+        check(h, "reserve_after_archive");
+        // reserve after bury without a kick
+        let mut h = op(1, add("a"), Kind::Ok, 0);
+        h.extend(op(2, reserve("a", 1), Kind::Ok, 10));
+        h.extend(op(2, bury("a", 1), Kind::Ok, 20));
+        h.extend(op(1, kick(), Kind::Fail, 30));
+        h.extend(op(2, reserve("a", 2), Kind::Ok, 40));
+        check(h, "reserve_after_bury");
+        // a fence granted to another job
+        let mut h = clean();
+        h.extend(op(
+            4,
+            Op::Touch {
+                job: "a".into(),
+                fence: 2,
+            },
+            Kind::Ok,
+            1200,
+        ));
+        check(h, "foreign_fence");
+        // a fence no reserve granted, with no unknown reserve around
+        let mut h = clean();
+        h.extend(op(
+            4,
+            Op::Release {
+                job: "b".into(),
+                fence: 77,
+            },
+            Kind::Ok,
+            1200,
+        ));
+        check(h, "ungranted_fence");
+        // complete without an archive
+        let mut h = op(1, add("a"), Kind::Ok, 0);
+        h.extend(final_read(&[("a", "complete")]));
+        check(h, "complete_without_archive");
+        // archived but not complete
+        let mut h = clean();
+        h.extend(final_read(&[("a", "complete"), ("b", "ready")]));
+        check(h, "archived_not_complete");
+        let mut h = clean();
+        h.extend(final_read(&[("a", "complete")]));
+        check(h, "archived_not_complete");
+    }
+
+    #[test]
+    fn no_final_read_is_unknown() {
+        let v = lifecycle(&clean());
+        assert_eq!(v.valid, Validity::Unknown, "{v:?}");
+    }
+}

@@ -1,0 +1,304 @@
+//! ordering (soft: reported, but by default it does not decide a run): the ordering workload's
+//! adds carry a priority and a delay, and the queue should hand out ready jobs highest priority
+//! first and no job before its delay has passed.
+//! - `early`: a reserve ok returned a job before the add was invoked plus the delay (completion
+//!   of the reserve < add invoke + delay_ms);
+//! - `priority_inversion`: a reserve invoked at t returned a job of priority p while a job K of
+//!   a higher priority was certainly ready: its add was ok, its delay had passed by
+//!   t − [`SLACK_MS`], and no reserve ok of K was invoked before this reserve completed. Reserves
+//!   with an unknown outcome may each have taken one such job, so it is flagged only when there
+//!   are more candidates than such reserves.
+//!
+//! Only adds with a priority are considered (other workloads leave it out); with none the
+//! verdict is valid with nothing checked.
+
+use super::{pair_ops, PairedOp, Verdict};
+use crate::history::{Event, Kind, Op, NEMESIS};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Slack for the queue's timer: a delayed job becomes ready at the next tick.
+pub const SLACK_MS: u64 = 100;
+
+struct Job {
+    priority: u32,
+    delay_ns: u64,
+    first_invoke: u64,
+    first_ok: Option<u64>,
+}
+
+fn secs(ns: u64) -> String {
+    format!("{:.3} s", ns as f64 / 1e9)
+}
+
+pub fn ordering(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let ops: Vec<PairedOp<'_>> = pair_ops(history)
+        .into_iter()
+        .filter(|p| p.process != NEMESIS)
+        .collect();
+    let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
+    // (job, invoke, completion) of reserves ok that returned a job
+    let mut reserves: Vec<(&str, u64, u64)> = Vec::new();
+    let mut unknown_reserves: Vec<u64> = Vec::new();
+    for p in &ops {
+        match (p.op, p.kind) {
+            (
+                Op::Add {
+                    job,
+                    priority: Some(priority),
+                    delay_ms,
+                },
+                kind,
+            ) => {
+                let ok = (kind == Kind::Ok).then_some(p.complete_ns).flatten();
+                let j = jobs.entry(job).or_insert(Job {
+                    priority: *priority,
+                    delay_ns: delay_ms.unwrap_or(0).saturating_mul(1_000_000),
+                    first_invoke: p.invoke_ns,
+                    first_ok: None,
+                });
+                j.first_invoke = j.first_invoke.min(p.invoke_ns);
+                j.first_ok = match (j.first_ok, ok) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            (Op::Reserve { job: Some(job), .. }, Kind::Ok) => {
+                reserves.push((job, p.invoke_ns, p.complete_ns.unwrap_or(p.invoke_ns)))
+            }
+            (Op::Reserve { .. }, Kind::Info) => unknown_reserves.push(p.invoke_ns),
+            _ => {}
+        }
+    }
+    v.count("prioritized_jobs", jobs.len() as u64);
+    unknown_reserves.sort_unstable();
+    // first reserve ok invocation per job: after it, whether the job is ready is unknown
+    let mut first_reserve: BTreeMap<&str, u64> = BTreeMap::new();
+    for &(job, r_i, _) in &reserves {
+        let f = first_reserve.entry(job).or_insert(r_i);
+        *f = (*f).min(r_i);
+    }
+    let slack = SLACK_MS * 1_000_000;
+    // (certainly ready from, job), (first reserved, job): a sweep over reserves by invocation
+    let mut enters: Vec<(u64, &str)> = jobs
+        .iter()
+        .filter_map(|(k, j)| {
+            j.first_ok
+                .map(|ok| (ok.saturating_add(j.delay_ns).saturating_add(slack), *k))
+        })
+        .collect();
+    enters.sort_unstable();
+    let mut leaves: Vec<(u64, &str)> = first_reserve
+        .iter()
+        .filter(|(k, _)| jobs.contains_key(*k))
+        .map(|(k, t)| (*t, *k))
+        .collect();
+    leaves.sort_unstable();
+    reserves.retain(|(job, _, _)| jobs.contains_key(job));
+    reserves.sort_by_key(|&(_, r_i, _)| r_i);
+    // ready, never reserved jobs by priority
+    let mut ready: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+    let (mut ei, mut li) = (0, 0);
+    for &(job, r_i, r_o) in &reserves {
+        let Some(j) = jobs.get(job) else { continue };
+        v.count("reserves_checked", 1);
+        while let Some(&(t, k)) = enters.get(ei) {
+            if t > r_i {
+                break;
+            }
+            ei += 1;
+            let gone = first_reserve.get(k).is_some_and(|&f| f < r_i);
+            if let (false, Some(kj)) = (gone, jobs.get(k)) {
+                ready.entry(kj.priority).or_default().insert(k);
+            }
+        }
+        while let Some(&(t, k)) = leaves.get(li) {
+            if t >= r_i {
+                break;
+            }
+            li += 1;
+            if let Some(set) = jobs.get(k).and_then(|kj| ready.get_mut(&kj.priority)) {
+                set.remove(k);
+            }
+        }
+        if j.delay_ns > 0 && r_o < j.first_invoke.saturating_add(j.delay_ns) {
+            v.violation(
+                "early",
+                format!(
+                    "job {job} (delay {} ms) reserved by {} but added at {}",
+                    j.delay_ns / 1_000_000,
+                    secs(r_o),
+                    secs(j.first_invoke)
+                ),
+            );
+        }
+        // higher-priority jobs whose first reserve is in flight with this one are not certain
+        let in_flight: BTreeSet<&str> = leaves
+            .get(li..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&(t, _)| t < r_o)
+            .map(|&(_, k)| k)
+            .filter(|k| jobs.get(k).is_some_and(|kj| kj.priority > j.priority))
+            .collect();
+        let higher: Vec<&str> = ready
+            .range(j.priority.saturating_add(1)..)
+            .rev()
+            .flat_map(|(_, set)| set.iter().copied())
+            .filter(|k| !in_flight.contains(k))
+            .collect();
+        let unknown = unknown_reserves.partition_point(|&t| t < r_o);
+        if higher.len() > unknown {
+            let best = higher.first().copied().unwrap_or("?");
+            let bp = jobs.get(best).map_or(0, |b| b.priority);
+            v.violation(
+                "priority_inversion",
+                format!(
+                    "reserve invoked at {} returned job {job} (priority {}) while job {best} (priority {bp}) and {} other higher-priority jobs were ready",
+                    secs(r_i),
+                    j.priority,
+                    higher.len() - 1
+                ),
+            );
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::Validity;
+
+    fn ev(process: u64, kind: Kind, op: Op, t_ms: u64) -> Event {
+        Event {
+            process,
+            kind,
+            op,
+            node: 1,
+            time_ns: t_ms * 1_000_000,
+            error: None,
+        }
+    }
+
+    fn add(job: &str, priority: u32, delay_ms: u64, t: u64, outcome: Kind) -> Vec<Event> {
+        let op = Op::Add {
+            job: job.into(),
+            priority: Some(priority),
+            delay_ms: Some(delay_ms),
+        };
+        vec![
+            ev(1, Kind::Invoke, op.clone(), t),
+            ev(1, outcome, op, t + 5),
+        ]
+    }
+
+    fn reserve(p: u64, job: &str, t: u64, outcome: Kind) -> Vec<Event> {
+        vec![
+            ev(
+                p,
+                Kind::Invoke,
+                Op::Reserve {
+                    job: None,
+                    fence: None,
+                },
+                t,
+            ),
+            ev(
+                p,
+                outcome,
+                Op::Reserve {
+                    job: (outcome == Kind::Ok).then(|| job.to_string()),
+                    fence: Some(1),
+                },
+                t + 5,
+            ),
+        ]
+    }
+
+    fn clean() -> Vec<Event> {
+        let mut h = add("lo", 1, 0, 0, Kind::Ok);
+        h.extend(add("hi", 9, 0, 10, Kind::Ok));
+        h.extend(add("later", 9, 1000, 20, Kind::Ok));
+        // hi first, then lo; `later` is not ready yet
+        h.extend(reserve(2, "hi", 200, Kind::Ok));
+        h.extend(reserve(2, "lo", 300, Kind::Ok));
+        // `later` once its delay has passed
+        h.extend(reserve(2, "later", 1100, Kind::Ok));
+        h
+    }
+
+    #[test]
+    fn a_clean_history_is_valid() {
+        let v = ordering(&clean());
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        assert_eq!(v.counts["reserves_checked"], 3);
+        // a higher-priority job whose reserve is in flight, or one an unknown reserve may have
+        // taken, does not make an inversion
+        let mut h = add("lo", 1, 0, 0, Kind::Ok);
+        h.extend(add("hi", 9, 0, 10, Kind::Ok));
+        h.extend(add("hi2", 9, 0, 10, Kind::Ok));
+        h.extend(reserve(4, "?", 295, Kind::Info));
+        h.push(ev(
+            2,
+            Kind::Invoke,
+            Op::Reserve {
+                job: None,
+                fence: None,
+            },
+            300,
+        ));
+        h.extend(reserve(3, "hi", 302, Kind::Ok));
+        h.push(ev(
+            2,
+            Kind::Ok,
+            Op::Reserve {
+                job: Some("lo".into()),
+                fence: Some(2),
+            },
+            310,
+        ));
+        let v = ordering(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        // no priorities: nothing to check
+        let h = vec![ev(
+            1,
+            Kind::Ok,
+            Op::Add {
+                job: "x".into(),
+                priority: None,
+                delay_ms: None,
+            },
+            0,
+        )];
+        let v = ordering(&h);
+        assert_eq!((v.valid, v.counts["prioritized_jobs"]), (Validity::True, 0));
+    }
+
+    #[test]
+    fn planted_bugs_are_caught() {
+        // lo handed out while hi was ready
+        let mut h = add("lo", 1, 0, 0, Kind::Ok);
+        h.extend(add("hi", 9, 0, 10, Kind::Ok));
+        h.extend(reserve(2, "lo", 200, Kind::Ok));
+        let v = ordering(&h);
+        assert_eq!(v.valid, Validity::False);
+        assert_eq!(v.counts["priority_inversion"], 1);
+        assert!(v.examples[0].contains("job hi (priority 9)"), "{v:?}");
+        // ... also when an unknown reserve could have taken only one of two
+        let mut h = add("lo", 1, 0, 0, Kind::Ok);
+        h.extend(add("hi", 9, 0, 10, Kind::Ok));
+        h.extend(add("hi2", 8, 0, 10, Kind::Ok));
+        h.extend(reserve(3, "?", 100, Kind::Info));
+        h.extend(reserve(2, "lo", 200, Kind::Ok));
+        assert_eq!(ordering(&h).counts["priority_inversion"], 1);
+        // a delayed job reserved early
+        let mut h = clean();
+        h.extend(add("slow", 1, 5000, 2000, Kind::Ok));
+        h.extend(reserve(2, "slow", 3000, Kind::Ok));
+        let v = ordering(&h);
+        assert_eq!(v.valid, Validity::False);
+        assert_eq!(v.counts["early"], 1);
+        assert!(!v.counts.contains_key("priority_inversion"), "{v:?}");
+    }
+}

@@ -1,0 +1,157 @@
+//! `raftq-jepsen test ...`: runs raftq under faults and checks what happened.
+//! Exit code 0: valid; 1: invalid; 2: unknown or harness error.
+
+use clap::{Args, Parser, Subcommand};
+use raftq_jepsen::checker::Validity;
+use raftq_jepsen::{nemesis, run, workload};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "raftq-jepsen",
+    about = "Runs a raftq cluster under faults, records every operation and checks the history",
+    after_help = after_help()
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs one test: nodes in network namespaces (needs root), a workload, a nemesis.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Managers (3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// The workload: queue, lease or ordering.
+    #[arg(long, default_value = "queue", value_parser = ["queue", "lease", "ordering"])]
+    workload: String,
+    /// Faults, comma-separated (see below), or `all`, or `none`.
+    #[arg(long, default_value = "kill,partition")]
+    nemesis: String,
+    /// Seconds of workload under faults (the final heal-and-drain phase comes after).
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Seed of the fault schedule and of the workload's choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where reports go: STORE/<test>/<time>/, and STORE/latest.
+    #[arg(long, default_value = "store")]
+    store: PathBuf,
+    /// The raftq binary (default: `raftq` next to this program, built first when run through
+    /// cargo).
+    #[arg(long, env = "RAFTQ_BIN")]
+    raftq_bin: Option<PathBuf>,
+    /// Seconds the final phase may take to drain the queue.
+    #[arg(long, default_value_t = 90)]
+    drain_timeout: u64,
+    /// Keep the nodes' data directories after a valid run.
+    #[arg(long)]
+    keep_data: bool,
+}
+
+fn after_help() -> String {
+    let mut s = String::from("Workloads:\n");
+    for (n, d) in workload::WORKLOADS {
+        s.push_str(&format!("  {n:<12} {d}\n"));
+    }
+    s.push_str("Nemeses:\n");
+    for (n, d) in nemesis::NEMESES {
+        s.push_str(&format!("  {n:<12} {d}\n"));
+    }
+    s.push_str("Exit code: 0 valid, 1 invalid, 2 unknown or harness error.");
+    s
+}
+
+/// `raftq` next to this executable; when run through cargo, (re)built first with the same
+/// profile so that it is never stale.
+fn default_raftq_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no directory for this executable")?;
+    let bin = dir.join("raftq");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "raftq-node", "--bin", "raftq"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        eprintln!("jepsen: building raftq ({})", bin.display());
+        let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
+        if !st.success() {
+            return Err("cargo build -p raftq-node failed".into());
+        }
+    }
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: build it (cargo build --release -p raftq-node) or pass --raftq-bin",
+            bin.display()
+        ));
+    }
+    Ok(bin)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cmd::Test(a) = cli.cmd;
+    let code = match test(a) {
+        Ok(Validity::True) => 0,
+        Ok(Validity::False) => 1,
+        Ok(Validity::Unknown) => 2,
+        Err(e) => {
+            eprintln!("jepsen: error: {e}");
+            2
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn test(a: TestArgs) -> Result<Validity, String> {
+    let nemeses = nemesis::parse(&a.nemesis)?;
+    if !raftq_jepsen::net::is_root() {
+        return Err(
+            "the nodes run in network namespaces and faults use iptables: run as root".into(),
+        );
+    }
+    let raftq_bin = match a.raftq_bin {
+        Some(p) => p,
+        None => default_raftq_bin()?,
+    };
+    let opts = run::Options {
+        nodes: a.nodes as usize,
+        workload: a.workload,
+        nemeses,
+        time_limit: Duration::from_secs(a.time_limit),
+        seed: a.seed,
+        store: a.store,
+        raftq_bin,
+        drain_timeout: Duration::from_secs(a.drain_timeout),
+        keep_data: a.keep_data,
+    };
+    // every run stops by itself: the workload, the drain and at most 3 minutes more
+    let bound = opts.time_limit + opts.drain_timeout + Duration::from_secs(180);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        tokio::select! {
+            r = tokio::time::timeout(bound, run::run(opts)) => match r {
+                Ok(Ok(out)) => {
+                    eprintln!("{}", out.summary.trim_end());
+                    eprintln!("jepsen: valid: {:?}; report: {}", out.valid, out.dir.join("index.html").display());
+                    Ok(out.valid)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!("the run did not end within {} s", bound.as_secs())),
+            },
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        }
+    })
+}

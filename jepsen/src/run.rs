@@ -1,0 +1,431 @@
+//! One test run: start the cluster, run the workload while the nemesis follows its schedule,
+//! heal, drain, read the final state, check the history and write the report.
+
+use crate::checker::{self, Validity};
+use crate::db::{Cluster, NodeOptions};
+use crate::history::{self, Kind, Op, NEMESIS};
+use crate::nemesis;
+use crate::report;
+use crate::rng::Rng;
+use crate::workload::{self, Proc, Recorder, Settings};
+use raftq_client::{Client, ClientConfig};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Mutex;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub nodes: usize,
+    pub workload: String,
+    pub nemeses: Vec<String>,
+    pub time_limit: Duration,
+    pub seed: u64,
+    pub store: PathBuf,
+    pub raftq_bin: PathBuf,
+    /// How long the final phase may take to drain the queue.
+    pub drain_timeout: Duration,
+    /// Keep the nodes' data directories after a valid run.
+    pub keep_data: bool,
+}
+
+impl Options {
+    /// The test's name: workload, nemeses and node count.
+    pub fn name(&self) -> String {
+        let nem = if self.nemeses.is_empty() {
+            "none".to_string()
+        } else {
+            self.nemeses.join("+")
+        };
+        format!("{}-{}-n{}", self.workload, nem, self.nodes)
+    }
+}
+
+/// What a run decided and where its report is.
+pub struct Outcome {
+    pub valid: Validity,
+    pub dir: PathBuf,
+    pub summary: String,
+}
+
+/// UTC time as 20261128T210501Z.
+fn utc_stamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Points `store/latest` at `dir`.
+fn link_latest(store: &Path, dir: &Path) {
+    let latest = store.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let target = dir.strip_prefix(store).unwrap_or(dir);
+    let _ = std::os::unix::fs::symlink(target, &latest);
+}
+
+fn client_config(token: &str, deadline: Duration) -> ClientConfig {
+    ClientConfig {
+        token: Some(token.to_string()),
+        deadline,
+        attempt_timeout: Duration::from_secs(1),
+        backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+    }
+}
+
+/// Runs the test; every error before the checkers is a harness error (exit code 2).
+pub async fn run(o: Options) -> Result<Outcome, String> {
+    let started = SystemTime::now();
+    let dir = o.store.join(o.name()).join(utc_stamp(started));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    link_latest(&o.store, &dir);
+    let mut rng = Rng::new(o.seed);
+    let schedule = nemesis::schedule(
+        &o.nemeses,
+        o.nodes,
+        o.time_limit.as_millis() as u64,
+        &mut rng.fork(1),
+    );
+    let test = json!({
+        "name": o.name(),
+        "nodes": o.nodes,
+        "workload": o.workload,
+        "nemesis": o.nemeses,
+        "time_limit_s": o.time_limit.as_secs_f64(),
+        "seed": o.seed,
+        "git_revision": git_revision(),
+        "raftq_bin": o.raftq_bin.display().to_string(),
+        "started_unix_ms": started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        "node_config": crate::db::NODE_CONFIG,
+        "schedule": schedule,
+    });
+    write_json(&dir.join("test.json"), &test)?;
+    eprintln!(
+        "jepsen: {} seed {} for {} s, {} faults scheduled; report in {}",
+        o.name(),
+        o.seed,
+        o.time_limit.as_secs(),
+        schedule.len(),
+        dir.display()
+    );
+
+    let normal = NodeOptions {
+        clock_offset_ms: 0,
+        power_loss: o.nemeses.iter().any(|n| n == "power"),
+    };
+    let tag = (std::process::id() ^ (o.seed as u32).wrapping_mul(2_654_435_761)) % 100_000;
+    let cluster = Cluster::start(o.nodes, tag, &dir, &o.raftq_bin, normal.clone())?;
+    let token = cluster.token.clone();
+    let addrs = cluster.addrs();
+    if cluster
+        .wait_for_leader(Duration::from_secs(60))
+        .await
+        .is_none()
+    {
+        return Err("no leader within 60 s of starting the cluster; see the node logs".into());
+    }
+    let cluster = Arc::new(Mutex::new(cluster));
+    let rec = Arc::new(Recorder::new());
+    if o.nemeses.iter().any(|n| n == "membership") {
+        rec.record(
+            NEMESIS,
+            0,
+            Kind::Info,
+            Op::Fault {
+                name: "membership".into(),
+                action: "skipped".into(),
+                detail: "the cluster has no membership changes yet".into(),
+            },
+            None,
+        );
+    }
+
+    // the workload
+    let settings = Settings::for_workload(&o.workload);
+    let (adders, workers) = match o.workload.as_str() {
+        "ordering" => (1, 1),
+        "lease" => (2, o.nodes + 1),
+        _ => (o.nodes, o.nodes),
+    };
+    let stop_adds = Arc::new(AtomicBool::new(false));
+    let stop_work = Arc::new(AtomicBool::new(false));
+    let mut add_tasks = Vec::new();
+    let mut work_tasks = Vec::new();
+    for p in 0..adders + workers {
+        let node = p % o.nodes;
+        let proc_ = Proc {
+            id: p as u64 + 1,
+            node: node as u64 + 1,
+            client: Client::new(
+                vec![addrs[node].clone()],
+                client_config(&token, Duration::from_secs(2)),
+            )
+            .map_err(|e| e.to_string())?,
+            rec: rec.clone(),
+            rng: rng.fork(100 + p as u64),
+        };
+        if p < adders {
+            add_tasks.push(tokio::spawn(workload::adder(
+                proc_,
+                settings,
+                stop_adds.clone(),
+            )));
+        } else {
+            work_tasks.push(tokio::spawn(workload::worker(
+                proc_,
+                settings,
+                stop_work.clone(),
+            )));
+        }
+    }
+
+    // the nemesis, on its schedule
+    let mut nem_rng = rng.fork(2);
+    for step in &schedule {
+        let at = Duration::from_millis(step.at_ms);
+        tokio::time::sleep(at.saturating_sub(rec.elapsed())).await;
+        let name = step.fault.name().to_string();
+        let invoke = |action: &str, detail: String| Op::Fault {
+            name: name.clone(),
+            action: action.into(),
+            detail,
+        };
+        rec.record(
+            NEMESIS,
+            0,
+            Kind::Invoke,
+            invoke("start", String::new()),
+            None,
+        );
+        let mut c = cluster.lock().await;
+        let active = match nemesis::start(&mut c, &step.fault, &mut nem_rng).await {
+            Ok((active, detail)) => {
+                eprintln!(
+                    "jepsen: {:>6.1} s {name}: {detail}",
+                    rec.elapsed().as_secs_f64()
+                );
+                rec.record(NEMESIS, 0, Kind::Ok, invoke("start", detail), None);
+                Some(active)
+            }
+            Err(e) => {
+                rec.record(
+                    NEMESIS,
+                    0,
+                    Kind::Fail,
+                    invoke("start", String::new()),
+                    Some(e),
+                );
+                None
+            }
+        };
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
+        if let Some(active) = active {
+            rec.record(
+                NEMESIS,
+                0,
+                Kind::Invoke,
+                invoke("stop", String::new()),
+                None,
+            );
+            let mut c = cluster.lock().await;
+            match nemesis::stop(&mut c, active, &normal) {
+                Ok(detail) => rec.record(NEMESIS, 0, Kind::Ok, invoke("stop", detail), None),
+                Err(e) => rec.record(
+                    NEMESIS,
+                    0,
+                    Kind::Fail,
+                    invoke("stop", String::new()),
+                    Some(e),
+                ),
+            }
+        }
+    }
+    tokio::time::sleep(o.time_limit.saturating_sub(rec.elapsed())).await;
+
+    // final phase: stop adding, heal everything, drain
+    stop_adds.store(true, Ordering::Relaxed);
+    for t in add_tasks {
+        let _ = t.await;
+    }
+    eprintln!(
+        "jepsen: {:>6.1} s final phase: heal, kick, drain",
+        rec.elapsed().as_secs_f64()
+    );
+    let heal = |action: &str, detail: &str| Op::Fault {
+        name: "heal".into(),
+        action: action.into(),
+        detail: detail.into(),
+    };
+    rec.record(NEMESIS, 0, Kind::Invoke, heal("start", ""), None);
+    {
+        let mut c = cluster.lock().await;
+        c.net.heal()?;
+        c.heal_processes(&normal)?;
+    }
+    rec.record(
+        NEMESIS,
+        0,
+        Kind::Ok,
+        heal("start", "network healed, every node running"),
+        None,
+    );
+    let leader = cluster
+        .lock()
+        .await
+        .wait_for_leader(Duration::from_secs(60))
+        .await;
+    if leader.is_none() {
+        eprintln!("jepsen: no leader 60 s after healing");
+    }
+    let coord = Proc {
+        id: (adders + workers) as u64 + 1,
+        node: 0,
+        client: Client::new(addrs.clone(), client_config(&token, Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?,
+        rec: rec.clone(),
+        rng: rng.fork(3),
+    };
+    let drain_deadline = tokio::time::Instant::now() + o.drain_timeout;
+    let mut drained = false;
+    while tokio::time::Instant::now() < drain_deadline {
+        let _ = workload::kick_buried(&coord).await;
+        if let Ok(0) = workload::incomplete(&coord).await {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop_work.store(true, Ordering::Relaxed);
+    for t in work_tasks {
+        let _ = t.await;
+    }
+    rec.record(
+        NEMESIS,
+        0,
+        Kind::Ok,
+        heal(
+            "stop",
+            if drained {
+                "drained"
+            } else {
+                "drain timed out"
+            },
+        ),
+        None,
+    );
+    eprintln!(
+        "jepsen: {:>6.1} s {}; final read",
+        rec.elapsed().as_secs_f64(),
+        if drained {
+            "drained"
+        } else {
+            "drain timed out"
+        }
+    );
+    let mut read_ok = false;
+    for _ in 0..5 {
+        if workload::final_read(&coord).await.is_ok() {
+            read_ok = true;
+            break;
+        }
+    }
+    if !read_ok {
+        eprintln!("jepsen: the final read failed five times");
+    }
+    // replicas converge once every node has applied the same log
+    let digest_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let digests = loop {
+        let d = cluster.lock().await.digests().await;
+        let same = d.iter().all(|(_, x)| x.is_some() && *x == d[0].1);
+        if same || tokio::time::Instant::now() >= digest_deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    rec.record(NEMESIS, 0, Kind::Ok, Op::Digests { nodes: digests }, None);
+    let mut log_files = Vec::new();
+    {
+        let c = cluster.lock().await;
+        for i in 0..c.len() {
+            log_files.push(format!("node-{}.log", i + 1));
+        }
+    }
+    // stop the nodes and remove the namespaces before checking
+    match Arc::try_unwrap(cluster) {
+        Ok(c) => drop(c.into_inner()),
+        Err(_) => return Err("cluster still in use after the run".into()),
+    }
+
+    let events = rec.events();
+    let f = std::fs::File::create(dir.join("history.jsonl")).map_err(|e| e.to_string())?;
+    history::write_jsonl(&events, std::io::BufWriter::new(f)).map_err(|e| e.to_string())?;
+    let results = checker::check_all(&events, true);
+    let valid = checker::overall(&results);
+    write_json(
+        &dir.join("results.json"),
+        &json!({ "valid": valid, "checkers": results }),
+    )?;
+    report::write(&dir, &events, &results, &test, &log_files).map_err(|e| e.to_string())?;
+    if valid == Validity::True && !o.keep_data {
+        for i in 0..o.nodes {
+            let _ = std::fs::remove_dir_all(dir.join(format!("node-{}", i + 1)));
+        }
+    }
+    let mut summary = String::new();
+    for (name, v) in &results {
+        summary.push_str(&format!("  {name:<22} {:?}\n", v.valid));
+    }
+    Ok(Outcome {
+        valid,
+        dir,
+        summary,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(UNIX_EPOCH), "19700101T000000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_902_301); // 2026-11-28 21:45:01
+        assert_eq!(utc_stamp(t), "20261128T214501Z");
+    }
+}
