@@ -210,6 +210,7 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
                 proc_,
                 settings,
                 stop_work.clone(),
+                stop_adds.clone(),
             )));
         }
     }

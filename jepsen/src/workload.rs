@@ -156,7 +156,8 @@ impl Settings {
             "lease" => Settings {
                 ttr_ms: 1_000,
                 stall_chance: 0.4,
-                add_interval: Duration::from_millis(60),
+                // workers that stall finish about one job a second each
+                add_interval: Duration::from_millis(500),
                 ..base
             },
             "ordering" => Settings {
@@ -210,8 +211,8 @@ fn report() -> pb::RunReport {
     }
 }
 
-/// Reserves and finishes jobs until `stop`.
-pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>) {
+/// Reserves and finishes jobs until `stop`; once `draining`, it no longer stalls.
+pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>, draining: Arc<AtomicBool>) {
     let runner_id = uuid_bytes(&mut p.rng);
     while !stop.load(Ordering::Relaxed) {
         let req = pb::ReserveRequest {
@@ -248,7 +249,7 @@ pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>) {
             fence: job.fence,
         };
         let fence = job.fence;
-        if p.rng.chance(s.stall_chance) {
+        if p.rng.chance(s.stall_chance) && !draining.load(Ordering::Relaxed) {
             let ms = p.rng.range(s.ttr_ms * 6 / 5, s.ttr_ms * 7 / 2);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Runs the Jepsen matrix of docs/jepsen.md (every nemesis, 3 and 5 nodes) one test after the
+other and prints a Markdown table of the results.
+
+usage: sudo python3 jepsen/matrix.py [--time-limit 120] [--store store] [--only N,N]
+"""
+import argparse, json, os, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (nodes, workload, nemeses, seed)
+MATRIX = [
+    (3, "queue", "kill", 1),
+    (3, "queue", "pause", 2),
+    (3, "queue", "partition", 3),
+    (3, "queue", "packet-loss", 4),
+    (3, "lease", "clock", 5),
+    (3, "queue", "power", 6),
+    (5, "queue", "kill", 7),
+    (5, "queue", "partition", 8),
+    (5, "lease", "pause,partition", 9),
+    (5, "queue", "power,packet-loss", 10),
+    (5, "queue", "clock,membership", 11),
+    (3, "ordering", "kill,partition", 12),
+    (5, "lease", "all", 13),
+    (3, "queue", "all", 14),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--time-limit", type=int, default=120)
+    ap.add_argument("--store", default=os.path.join(ROOT, "store"))
+    ap.add_argument("--only", default="")
+    a = ap.parse_args()
+    tdir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    subprocess.run(f"cd {ROOT} && cargo build --release -p raftq-jepsen -p raftq-node",
+                   shell=True, check=True)
+    jepsen = os.path.join(tdir, "release", "raftq-jepsen")
+    only = {int(x) for x in a.only.split(",") if x}
+    rows = []
+    for i, (n, w, nem, seed) in enumerate(MATRIX, 1):
+        if only and i not in only:
+            continue
+        cmd = [jepsen, "test", "--nodes", str(n), "--workload", w, "--nemesis", nem,
+               "--time-limit", str(a.time_limit), "--seed", str(seed), "--store", a.store,
+               "--raftq-bin", os.path.join(tdir, "release", "raftq")]
+        print("+", " ".join(cmd), flush=True)
+        t0 = time.time()
+        r = subprocess.run(cmd)
+        took = time.time() - t0
+        latest = os.path.join(a.store, "latest")
+        try:
+            res = json.load(open(os.path.join(latest, "results.json")))
+            test = json.load(open(os.path.join(latest, "test.json")))
+        except OSError as e:
+            rows.append((i, n, w, nem, seed, r.returncode, took, None, None, str(e)))
+            continue
+        rows.append((i, n, w, nem, seed, r.returncode, took, res, test,
+                     os.path.realpath(latest)))
+    print("\n| # | nodes | workload | nemesis | seed | faults | exit | acked adds | lost | "
+          "dup | unknown→recovered | stale-fence refusals | max recovery (ms) | checkers false |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for i, n, w, nem, seed, code, took, res, test, where in rows:
+        if res is None:
+            print(f"| {i} | {n} | {w} | {nem} | {seed} | - | {code} | harness error: {where} |")
+            continue
+        c = res["checkers"]
+        tq = c.get("total-queue", {}).get("counts", {})
+        av = c.get("availability", {})
+        faults = (av.get("details") or {}).get("faults", [])
+        rec = [f.get("recovery_ms") for f in faults if f.get("name") != "heal"]
+        rec = [x for x in rec if x is not None]
+        stale = av.get("counts", {})
+        refusals = sum(v for k, v in stale.items()
+                       if k.split(".")[0] in ("archive", "touch", "release", "bury")
+                       and k.endswith(".fail"))
+        false = [k for k, v in c.items() if v["valid"] is False] or ["-"]
+        print(f"| {i} | {n} | {w} | {nem} | {seed} | {len(test.get('schedule', []))} | {code} "
+              f"| {tq.get('acknowledged', 0)} | {tq.get('lost', 0)} | {tq.get('duplicates', 0)} "
+              f"| {tq.get('unknown', 0)}→{tq.get('recovered', 0)} | {refusals} "
+              f"| {max(rec) if rec else '-':.0f} | {', '.join(false)} |"
+              if rec else
+              f"| {i} | {n} | {w} | {nem} | {seed} | {len(test.get('schedule', []))} | {code} "
+              f"| {tq.get('acknowledged', 0)} | {tq.get('lost', 0)} | {tq.get('duplicates', 0)} "
+              f"| {tq.get('unknown', 0)}→{tq.get('recovered', 0)} | {refusals} | - "
+              f"| {', '.join(false)} |")
+    sys.exit(0 if all(r[5] == 0 for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Plants one bug at a time in a scratch worktree, builds that raftq, runs a Jepsen test against it
+and reports whether the checker meant to catch it did. The bugs live only in the scratch
+worktree: nothing here changes the project's code.
+
+usage: sudo python3 jepsen/planted/run.py [NAME ...]   (needs root, like every Jepsen run)
+env:   PLANTED_DIR (scratch worktree, default /var/tmp/raftq-planted),
+       PLANTED_TARGET (its cargo target dir, default /var/tmp/raftq-target-planted),
+       JEPSEN (the harness binary, default: cargo run --release -p raftq-jepsen --)
+"""
+import json, os, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# name: (file, exact text, replacement, checker expected to fail, harness arguments)
+PLANTS = {
+    "no-fsync": (
+        "crates/raft-store/src/log_store.rs",
+        "let r = db.flush_wal(true).map_err(rerr);",
+        "let r: io::Result<()> = Ok(()); // PLANTED: the log append is never synced",
+        "total-queue",
+        "--nodes 3 --workload queue --nemesis power --time-limit 40 --seed 11",
+    ),
+    "fence-ignored": (
+        "crates/queue-fsm/src/ctx.rs",
+        "Some(r) if r.fence == fence => Ok(job),",
+        "Some(_) => Ok(job), // PLANTED: any fence is accepted",
+        "fencing",
+        "--nodes 3 --workload lease --nemesis none --time-limit 30 --seed 5",
+    ),
+    "archive-requeues": (
+        "crates/queue-fsm/src/ctx.rs",
+        "            job.state = JobState::Complete;\n",
+        "            self.requeue(&mut job, 0)?; // PLANTED: archive puts the job back\n",
+        "lifecycle",
+        "--nodes 3 --workload queue --nemesis none --time-limit 20 --seed 5 --drain-timeout 20",
+    ),
+    "kick-noop": (
+        "crates/queue-fsm/src/ctx.rs",
+        "            if old.state != JobState::Buried {\n                continue;",
+        "            if old.state != JobState::Buried || true {\n                continue; // PLANTED: kick does nothing",
+        "completion",
+        "--nodes 3 --workload queue --nemesis none --time-limit 20 --seed 5 --drain-timeout 20",
+    ),
+    "local-clock": (
+        "crates/queue-fsm/src/ctx.rs",
+        "    fn now(&self) -> u64 {\n        self.meta.clock_ms\n",
+        "    fn now(&self) -> u64 {\n        // PLANTED: each replica reads its own clock\n"
+        "        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)\n",
+        "convergence",
+        "--nodes 3 --workload queue --nemesis none --time-limit 20 --seed 5",
+    ),
+    "priority-ignored": (
+        "crates/queue-fsm/src/keys.rs",
+        "v.push(255 - priority);",
+        "v.push(0 * priority); // PLANTED: priorities ignored",
+        "ordering (soft)",
+        "--nodes 3 --workload ordering --nemesis none --time-limit 30 --seed 5",
+    ),
+}
+
+
+def sh(cmd, **kw):
+    print("+", cmd if isinstance(cmd, str) else " ".join(cmd), flush=True)
+    return subprocess.run(cmd, shell=isinstance(cmd, str), **kw)
+
+
+def main():
+    names = sys.argv[1:] or list(PLANTS)
+    wt = os.environ.get("PLANTED_DIR", "/var/tmp/raftq-planted")
+    target = os.environ.get("PLANTED_TARGET", "/var/tmp/raftq-target-planted")
+    store = os.path.join(ROOT, "store-planted")
+    if not os.path.exists(wt):
+        sh(["git", "-C", ROOT, "worktree", "add", "--detach", wt, "HEAD"], check=True)
+    jepsen = os.environ.get("JEPSEN")
+    if not jepsen:
+        sh(f"cd {ROOT} && cargo build --release -p raftq-jepsen", check=True)
+        tdir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        jepsen = os.path.join(tdir, "release", "raftq-jepsen")
+    rows = []
+    for name in names:
+        path, old, new, checker, args = PLANTS[name]
+        sh(["git", "-C", wt, "checkout", "--detach", "-f", subprocess.check_output(
+            ["git", "-C", ROOT, "rev-parse", "HEAD"], text=True).strip()], check=True)
+        f = os.path.join(wt, path)
+        text = open(f).read()
+        if text.count(old) != 1:
+            sys.exit(f"{name}: the text to replace is not in {path} exactly once; update the plant")
+        open(f, "w").write(text.replace(old, new))
+        env = dict(os.environ, CARGO_TARGET_DIR=target)
+        sh(f"cd {wt} && cargo build -q -p raftq-node --bin raftq", env=env, check=True)
+        r = sh(f"{jepsen} test {args} --store {store}/{name} --raftq-bin {target}/debug/raftq",
+               capture_output=True, text=True)
+        sys.stderr.write(r.stderr[-2000:])
+        res = json.load(open(os.path.join(store, name, "latest", "results.json")))
+        verdicts = {k: v["valid"] for k, v in res["checkers"].items()}
+        caught = verdicts.get(checker) is False
+        rows.append((name, checker, r.returncode, caught, verdicts))
+        sh(["git", "-C", wt, "checkout", "-f", "."], check=True)
+    print("\nplant              checker          exit  caught  all verdicts")
+    for name, checker, code, caught, verdicts in rows:
+        bad = ",".join(k for k, v in verdicts.items() if v is False) or "-"
+        print(f"{name:<18} {checker:<16} {code:<5} {'yes' if caught else 'NO':<7} false: {bad}")
+    sys.exit(0 if all(r[3] for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
