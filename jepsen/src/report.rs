@@ -5,9 +5,9 @@
 //! files. Everything is self-contained: hand-written SVG, HTML without scripts.
 
 use crate::checker::{
-    fault_windows, overall, pair_ops, FaultWindow, Validity, Verdict, AVAILABILITY, ORDERING_SOFT,
+    client_ops, fault_windows, overall, FaultWindow, Validity, Verdict, AVAILABILITY, ORDERING_SOFT,
 };
-use crate::history::{Event, Kind, NEMESIS};
+use crate::history::{Event, Kind};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -260,9 +260,8 @@ fn history_end_s(history: &[Event]) -> f64 {
 /// Latency of every completed client operation (ms, log scale) over its invocation time (s).
 pub fn latency_svg(history: &[Event]) -> String {
     // (invoke s, latency ms, outcome)
-    let points: Vec<(f64, f64, Kind)> = pair_ops(history)
+    let points: Vec<(f64, f64, Kind)> = client_ops(history)
         .into_iter()
-        .filter(|p| p.process != NEMESIS)
         .filter_map(|p| {
             p.latency_ns()
                 .map(|l| (p.invoke_ns as f64 / 1e9, l as f64 / 1e6, p.kind))
@@ -357,8 +356,8 @@ pub fn throughput_svg(history: &[Event]) -> String {
     let x_max = history_end_s(history);
     let buckets = (x_max.ceil() as usize).max(1);
     let mut counts = vec![0u64; buckets];
-    for p in pair_ops(history) {
-        if p.process == NEMESIS || p.kind != Kind::Ok {
+    for p in client_ops(history) {
+        if p.kind != Kind::Ok {
             continue;
         }
         if let Some(c) = p.complete_ns {
@@ -534,53 +533,28 @@ pub fn index_html(
 mod tests {
     use super::*;
     use crate::checker::check_all;
-    use crate::history::Op;
-
-    fn ev(process: u64, kind: Kind, op: Op, t_ms: u64) -> Event {
-        Event {
-            process,
-            kind,
-            op,
-            node: 1,
-            time_ns: t_ms * 1_000_000,
-            error: None,
-        }
-    }
+    use crate::checker::testkit::{add_op, call_ms, event_ms, fault_op, final_read_op};
+    use crate::history::NEMESIS;
 
     fn history() -> Vec<Event> {
         let mut h = Vec::new();
         for i in 0..30u64 {
-            let op = Op::Add {
-                job: format!("j{i}"),
-                priority: None,
-                delay_ms: None,
-            };
             let outcome = match i % 10 {
                 3 => Kind::Fail,
                 7 => Kind::Info,
                 _ => Kind::Ok,
             };
-            h.push(ev(1, Kind::Invoke, op.clone(), i * 100));
-            h.push(ev(1, outcome, op, i * 100 + 1 + i * 3));
+            let op = add_op(&format!("j{i}"));
+            h.extend(call_ms(1, op, outcome, i * 100, i * 100 + 1 + i * 3));
         }
-        let fault = |action: &str| Op::Fault {
-            name: "partition".into(),
-            action: action.into(),
-            detail: "<n1> | n2,n3".into(),
-        };
-        h.push(ev(NEMESIS, Kind::Invoke, fault("start"), 1000));
-        h.push(ev(NEMESIS, Kind::Ok, fault("start"), 1010));
-        h.push(ev(NEMESIS, Kind::Invoke, fault("stop"), 2000));
-        h.push(ev(NEMESIS, Kind::Ok, fault("stop"), 2010));
-        h.push(ev(2, Kind::Invoke, Op::FinalRead { jobs: vec![] }, 3100));
-        h.push(ev(
-            2,
-            Kind::Ok,
-            Op::FinalRead {
-                jobs: vec![("j0".into(), "complete".into())],
-            },
-            3200,
-        ));
+        let fault = |action: &str| fault_op("partition", action, "<n1> | n2,n3");
+        h.push(event_ms(NEMESIS, Kind::Invoke, fault("start"), 1000));
+        h.push(event_ms(NEMESIS, Kind::Ok, fault("start"), 1010));
+        h.push(event_ms(NEMESIS, Kind::Invoke, fault("stop"), 2000));
+        h.push(event_ms(NEMESIS, Kind::Ok, fault("stop"), 2010));
+        h.push(event_ms(2, Kind::Invoke, final_read_op(&[]), 3100));
+        let read = final_read_op(&[("j0", "complete")]);
+        h.push(event_ms(2, Kind::Ok, read, 3200));
         h
     }
 

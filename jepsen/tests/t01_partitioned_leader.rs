@@ -1,12 +1,13 @@
 //! Three managers in their own network namespaces: the leader is cut off from the others with
 //! iptables; the majority elects a new leader and takes writes; after healing, all three
-//! converge. Needs root (skipped otherwise, with a message).
+//! converge. Needs root (skipped otherwise, with a message). The nodes are started by the
+//! harness's own `db::Cluster`, so this also tests the harness.
 
 use raftq_client::{Client, ClientConfig};
-use raftq_jepsen::net::{is_root, Net};
+use raftq_jepsen::db::{Cluster, NodeOptions};
+use raftq_jepsen::net::is_root;
 use raftq_proto::pb;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 fn raftq_bin() -> PathBuf {
@@ -25,17 +26,6 @@ fn raftq_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 async fn leader_seen_by(client: &Client, nodes: &[usize], not: u64, timeout: Duration) -> u64 {
@@ -85,46 +75,19 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let net = Net::create(3, std::process::id()).expect("namespaces");
-    let token_file = dir.path().join("token");
-    let token = raftq_client::auth::ensure_token_file(&token_file).unwrap();
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        "heartbeat_ms = 100\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\n",
+    // step 1: one node per namespace (the harness's own cluster code)
+    let cluster = Cluster::start(
+        3,
+        std::process::id(),
+        dir.path(),
+        &raftq_bin(),
+        NodeOptions::default(),
     )
-    .unwrap();
-    let addrs: Vec<String> = net.hosts.iter().map(|h| format!("{}:7700", h.ip)).collect();
-    let peers: Vec<String> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect();
-
-    // step 1: one node per namespace
-    let mut nodes = Nodes(Vec::new());
-    for (i, addr) in addrs.iter().enumerate() {
-        let log = std::fs::File::create(dir.path().join(format!("node-{}.log", i + 1))).unwrap();
-        let child = net
-            .command(i, &raftq_bin())
-            .args(["node", "--id", &(i + 1).to_string(), "--listen", addr])
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path().join(format!("node-{}", i + 1)))
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--peers")
-            .arg(peers.join(","))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        nodes.0.push(child);
-    }
+    .expect("namespaces and nodes");
+    let net = &cluster.net;
+    let addrs = cluster.addrs();
     let config = ClientConfig {
-        token: Some(token),
+        token: Some(cluster.token.clone()),
         ..ClientConfig::default()
     };
     let client = Client::new(addrs.clone(), config.clone()).unwrap();
@@ -162,5 +125,5 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
     }
     let stats = client.stats(false).await.unwrap();
     assert_eq!(stats.states["ready"], 20);
-    drop(nodes);
+    drop(cluster);
 }

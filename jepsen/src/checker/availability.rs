@@ -5,7 +5,8 @@
 //! ok write inside the window. It is valid unless no write succeeded at all.
 //!
 //! Also home of the helpers the other checkers and the report share: pairing invocations with
-//! their completions ([`pair_ops`]) and the fault windows ([`fault_windows`]).
+//! their completions ([`pair_ops`], [`client_ops`]), the fault windows ([`fault_windows`]) and
+//! times for examples ([`secs`]).
 
 use super::{Validity, Verdict};
 use crate::history::{Event, Kind, Op, NEMESIS};
@@ -100,6 +101,19 @@ pub(crate) fn pair_ops(history: &[Event]) -> Vec<PairedOp<'_>> {
         }
     }
     out
+}
+
+/// The clients' operations: [`pair_ops`] without the nemesis'.
+pub(crate) fn client_ops(history: &[Event]) -> Vec<PairedOp<'_>> {
+    pair_ops(history)
+        .into_iter()
+        .filter(|p| p.process != NEMESIS)
+        .collect()
+}
+
+/// A time of the history (ns) in seconds, for examples.
+pub(crate) fn secs(ns: u64) -> String {
+    format!("{:.3} s", ns as f64 / 1e9)
 }
 
 /// A fault of the nemesis from its start until its heal.
@@ -204,10 +218,7 @@ fn round3(x: f64) -> f64 {
 
 pub fn availability(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
-    let ops: Vec<PairedOp<'_>> = pair_ops(history)
-        .into_iter()
-        .filter(|p| p.process != NEMESIS)
-        .collect();
+    let ops = client_ops(history);
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for p in &ops {
         let k = match p.kind {
@@ -327,32 +338,10 @@ pub fn availability(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(process: u64, kind: Kind, op: Op, t_ms: u64) -> Event {
-        Event {
-            process,
-            kind,
-            op,
-            node: 1,
-            time_ns: t_ms * 1_000_000,
-            error: None,
-        }
-    }
-
-    fn add(job: &str) -> Op {
-        Op::Add {
-            job: job.into(),
-            priority: None,
-            delay_ms: None,
-        }
-    }
+    use crate::checker::testkit::{add_op, call_ms, event_ms, fault_op};
 
     fn fault(action: &str) -> Op {
-        Op::Fault {
-            name: "partition".into(),
-            action: action.into(),
-            detail: "n1|n2,n3".into(),
-        }
+        fault_op("partition", action, "n1|n2,n3")
     }
 
     fn history() -> Vec<Event> {
@@ -360,23 +349,25 @@ mod tests {
         // ok writes every 100 ms, 10 ms each, from 0 to 1 s; then a partition from 1 s to 2 s
         // during which only fails/infos happen; then writes again from 2.05 s
         for i in 0..10 {
-            h.push(ev(1, Kind::Invoke, add(&format!("a{i}")), i * 100));
-            h.push(ev(1, Kind::Ok, add(&format!("a{i}")), i * 100 + 10));
+            h.extend(call_ms(
+                1,
+                add_op(&format!("a{i}")),
+                Kind::Ok,
+                i * 100,
+                i * 100 + 10,
+            ));
         }
         let mut starting = fault("start");
         if let Op::Fault { detail, .. } = &mut starting {
             detail.clear();
         }
-        h.push(ev(NEMESIS, Kind::Invoke, starting, 1000));
-        h.push(ev(NEMESIS, Kind::Ok, fault("start"), 1001));
-        h.push(ev(1, Kind::Invoke, add("f"), 1100));
-        h.push(ev(1, Kind::Fail, add("f"), 1200));
-        h.push(ev(2, Kind::Invoke, add("i"), 1100));
-        h.push(ev(2, Kind::Info, add("i"), 1900));
-        h.push(ev(NEMESIS, Kind::Invoke, fault("stop"), 1999));
-        h.push(ev(NEMESIS, Kind::Ok, fault("stop"), 2000));
-        h.push(ev(1, Kind::Invoke, add("b"), 2050));
-        h.push(ev(1, Kind::Ok, add("b"), 2080));
+        h.push(event_ms(NEMESIS, Kind::Invoke, starting, 1000));
+        h.push(event_ms(NEMESIS, Kind::Ok, fault("start"), 1001));
+        h.extend(call_ms(1, add_op("f"), Kind::Fail, 1100, 1200));
+        h.extend(call_ms(2, add_op("i"), Kind::Info, 1100, 1900));
+        h.push(event_ms(NEMESIS, Kind::Invoke, fault("stop"), 1999));
+        h.push(event_ms(NEMESIS, Kind::Ok, fault("stop"), 2000));
+        h.extend(call_ms(1, add_op("b"), Kind::Ok, 2050, 2080));
         h
     }
 
@@ -411,9 +402,9 @@ mod tests {
     fn planted_bugs_are_caught() {
         // no write succeeded at all: reported as false
         let h = vec![
-            ev(1, Kind::Invoke, add("a"), 0),
-            ev(1, Kind::Info, add("a"), 10),
-            ev(2, Kind::Invoke, add("b"), 0),
+            event_ms(1, Kind::Invoke, add_op("a"), 0),
+            event_ms(1, Kind::Info, add_op("a"), 10),
+            event_ms(2, Kind::Invoke, add_op("b"), 0),
         ];
         let v = availability(&h);
         assert_eq!(v.valid, Validity::False);
@@ -424,11 +415,11 @@ mod tests {
     #[test]
     fn unhealed_and_failed_faults() {
         let h = vec![
-            ev(NEMESIS, Kind::Invoke, fault("start"), 0),
-            ev(NEMESIS, Kind::Fail, fault("start"), 1),
-            ev(NEMESIS, Kind::Invoke, fault("start"), 5),
-            ev(1, Kind::Invoke, add("a"), 6),
-            ev(1, Kind::Ok, add("a"), 7),
+            event_ms(NEMESIS, Kind::Invoke, fault("start"), 0),
+            event_ms(NEMESIS, Kind::Fail, fault("start"), 1),
+            event_ms(NEMESIS, Kind::Invoke, fault("start"), 5),
+            event_ms(1, Kind::Invoke, add_op("a"), 6),
+            event_ms(1, Kind::Ok, add_op("a"), 7),
         ];
         let w = fault_windows(&h);
         assert_eq!(w.len(), 1);
@@ -440,10 +431,10 @@ mod tests {
     #[test]
     fn pairs_by_process_and_name() {
         let h = vec![
-            ev(1, Kind::Invoke, add("a"), 0),
-            ev(2, Kind::Invoke, add("b"), 1),
-            ev(2, Kind::Ok, add("b"), 2),
-            ev(3, Kind::Ok, add("c"), 3),
+            event_ms(1, Kind::Invoke, add_op("a"), 0),
+            event_ms(2, Kind::Invoke, add_op("b"), 1),
+            event_ms(2, Kind::Ok, add_op("b"), 2),
+            event_ms(3, Kind::Ok, add_op("c"), 3),
         ];
         let p = pair_ops(&h);
         assert_eq!(p.len(), 3);

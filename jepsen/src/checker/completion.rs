@@ -64,39 +64,7 @@ pub fn completion(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(kind: Kind, op: Op, t: u64) -> Event {
-        Event {
-            process: 1,
-            kind,
-            op,
-            node: 1,
-            time_ns: t,
-            error: None,
-        }
-    }
-
-    fn add(job: &str, outcome: Kind, t: u64) -> Vec<Event> {
-        let op = Op::Add {
-            job: job.into(),
-            priority: None,
-            delay_ms: None,
-        };
-        vec![ev(Kind::Invoke, op.clone(), t), ev(outcome, op, t + 1)]
-    }
-
-    fn final_read(jobs: &[(&str, &str)]) -> Event {
-        ev(
-            Kind::Ok,
-            Op::FinalRead {
-                jobs: jobs
-                    .iter()
-                    .map(|(j, s)| (j.to_string(), s.to_string()))
-                    .collect(),
-            },
-            1_000,
-        )
-    }
+    use crate::checker::testkit::{add, final_read};
 
     fn history() -> Vec<Event> {
         let mut h = add("a", Kind::Ok, 0);

@@ -52,21 +52,14 @@ pub fn convergence(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::testkit::event;
 
     fn digests(nodes: &[(u64, Option<&str>)]) -> Vec<Event> {
-        vec![Event {
-            process: 1,
-            kind: Kind::Ok,
-            op: Op::Digests {
-                nodes: nodes
-                    .iter()
-                    .map(|(n, d)| (*n, d.map(String::from)))
-                    .collect(),
-            },
-            node: 1,
-            time_ns: 0,
-            error: None,
-        }]
+        let nodes = nodes
+            .iter()
+            .map(|(n, d)| (*n, d.map(String::from)))
+            .collect();
+        vec![event(1, Kind::Ok, Op::Digests { nodes }, 0)]
     }
 
     #[test]

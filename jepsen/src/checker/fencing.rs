@@ -76,56 +76,23 @@ pub fn fencing(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::testkit::{archive_op, call, event, reserve_op, touch_op};
     use crate::checker::Validity;
 
-    fn ev(process: u64, kind: Kind, op: Op, t: u64) -> Event {
-        Event {
-            process,
-            kind,
-            op,
-            node: 1,
-            time_ns: t,
-            error: None,
-        }
-    }
-
+    /// A reserve ok granting `fence` on `job` at `t`.
     fn grant(job: &str, fence: u64, t: u64) -> Event {
-        ev(
-            9,
-            Kind::Ok,
-            Op::Reserve {
-                job: Some(job.into()),
-                fence: Some(fence),
-            },
-            t,
-        )
-    }
-
-    fn archive(p: u64, job: &str, fence: u64, invoke: u64, done: u64, kind: Kind) -> Vec<Event> {
-        let op = Op::Archive {
-            job: job.into(),
-            fence,
-        };
-        vec![
-            ev(p, Kind::Invoke, op.clone(), invoke),
-            ev(p, kind, op, done),
-        ]
+        event(9, Kind::Ok, reserve_op(job, fence), t)
     }
 
     #[test]
     fn a_handover_with_refused_stale_fence_is_valid() {
         let mut h = vec![grant("a", 1, 10), grant("a", 2, 50)];
         // the old holder's archive, started after the new grant, was refused
-        h.extend(archive(1, "a", 1, 60, 70, Kind::Fail));
-        h.extend(archive(2, "a", 2, 80, 90, Kind::Ok));
+        h.extend(call(1, archive_op("a", 1), Kind::Fail, 60, 70));
+        h.extend(call(2, archive_op("a", 2), Kind::Ok, 80, 90));
         // a touch with fence 1 that started before fence 2 was granted may succeed (it may
         // have taken effect before the grant)
-        let touch = Op::Touch {
-            job: "a".into(),
-            fence: 1,
-        };
-        h.push(ev(3, Kind::Invoke, touch.clone(), 40));
-        h.push(ev(3, Kind::Ok, touch, 100));
+        h.extend(call(3, touch_op("a", 1), Kind::Ok, 40, 100));
         let v = fencing(&h);
         assert_eq!(v.valid, Validity::True, "{v:?}");
         assert_eq!(v.counts["reservations"], 2);
@@ -135,7 +102,7 @@ mod tests {
     fn planted_bugs_are_caught() {
         // success with a stale fence
         let mut h = vec![grant("a", 1, 10), grant("a", 2, 50)];
-        h.extend(archive(1, "a", 1, 60, 70, Kind::Ok));
+        h.extend(call(1, archive_op("a", 1), Kind::Ok, 60, 70));
         let v = fencing(&h);
         assert_eq!(v.valid, Validity::False);
         assert_eq!(v.counts["stale_fence_success"], 1);

@@ -19,16 +19,12 @@
 //!
 //! Without a final read, and with no violation otherwise, the verdict is unknown.
 
-use super::{pair_ops, PairedOp, Validity, Verdict};
-use crate::history::{Event, Kind, Op, NEMESIS};
+use super::{client_ops, secs, Validity, Verdict};
+use crate::history::{Event, Kind, Op};
 use std::collections::BTreeMap;
 
 /// (invoke, latest moment it may have taken effect) of operations that did not fail.
 type Windows = Vec<(u64, u64)>;
-
-fn secs(ns: u64) -> String {
-    format!("{:.3} s", ns as f64 / 1e9)
-}
 
 /// Whether one of `windows` may have taken effect strictly between `after` and `before`.
 fn may_happen_between(windows: Option<&Windows>, after: u64, before: u64) -> bool {
@@ -46,10 +42,7 @@ fn may_requeue(adds: Option<&Windows>, after: u64, before: u64) -> bool {
 
 pub fn lifecycle(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
-    let ops: Vec<PairedOp<'_>> = pair_ops(history)
-        .into_iter()
-        .filter(|p| p.process != NEMESIS)
-        .collect();
+    let ops = client_ops(history);
     let mut adds: BTreeMap<&str, Windows> = BTreeMap::new();
     let mut archives_tried: BTreeMap<&str, Windows> = BTreeMap::new();
     // (invoke, ok) of archives / buries that succeeded
@@ -104,22 +97,25 @@ pub fn lifecycle(history: &[Event]) -> Verdict {
         }
     }
 
-    let added_before = |job: &str, t: u64| {
-        adds.get(job)
-            .is_some_and(|w| w.iter().any(|&(i, _)| i <= t))
+    // a `name` ok of `job` completed at `t` without any add of it invoked before
+    let check_added = |v: &mut Verdict, name: &str, job: &str, t: u64| {
+        let added = adds
+            .get(job)
+            .is_some_and(|w| w.iter().any(|&(i, _)| i <= t));
+        if !added {
+            v.violation(
+                "never_added",
+                format!(
+                    "job {job}: {name} ok at {} but no add of it was invoked before",
+                    secs(t)
+                ),
+            );
+        }
     };
 
     for &(job, r_i, r_o) in &reserves {
         v.count("transitions", 1);
-        if !added_before(job, r_o) {
-            v.violation(
-                "never_added",
-                format!(
-                    "job {job}: reserve ok at {} but no add of it was invoked before",
-                    secs(r_o)
-                ),
-            );
-        }
+        check_added(&mut v, "reserve", job, r_o);
         let terminal = archived.get(job).and_then(|a| {
             a.iter()
                 .find(|&&(a_i, a_o)| a_o < r_i && !may_requeue(adds.get(job), a_i, r_o))
@@ -152,15 +148,7 @@ pub fn lifecycle(history: &[Event]) -> Verdict {
 
     for &(name, job, fence, done) in &fenced {
         v.count("transitions", 1);
-        if !added_before(job, done) {
-            v.violation(
-                "never_added",
-                format!(
-                    "job {job}: {name} ok at {} but no add of it was invoked before",
-                    secs(done)
-                ),
-            );
-        }
+        check_added(&mut v, name, job, done);
         match grants.get(&fence) {
             Some(g) if g.iter().any(|&(j, _)| j != job) => {
                 let other = g.iter().find(|&&(j, _)| j != job).map_or("", |&(j, _)| j);
@@ -244,60 +232,14 @@ pub fn lifecycle(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ev(process: u64, kind: Kind, op: Op, t: u64) -> Event {
-        Event {
-            process,
-            kind,
-            op,
-            node: 1,
-            time_ns: t,
-            error: None,
-        }
-    }
+    use crate::checker::testkit::{
+        add_op, archive_op, bury_op, call, event, final_read_op, release_op, reserve_invocation,
+        reserve_op, touch_op,
+    };
 
     /// An operation from `t` to `t + 5` with the given outcome.
     fn op(process: u64, op: Op, outcome: Kind, t: u64) -> Vec<Event> {
-        let invoked = match &op {
-            Op::Reserve { .. } => Op::Reserve {
-                job: None,
-                fence: None,
-            },
-            o => o.clone(),
-        };
-        vec![
-            ev(process, Kind::Invoke, invoked, t),
-            ev(process, outcome, op, t + 5),
-        ]
-    }
-
-    fn add(job: &str) -> Op {
-        Op::Add {
-            job: job.into(),
-            priority: None,
-            delay_ms: None,
-        }
-    }
-
-    fn reserve(job: &str, fence: u64) -> Op {
-        Op::Reserve {
-            job: Some(job.into()),
-            fence: Some(fence),
-        }
-    }
-
-    fn archive(job: &str, fence: u64) -> Op {
-        Op::Archive {
-            job: job.into(),
-            fence,
-        }
-    }
-
-    fn bury(job: &str, fence: u64) -> Op {
-        Op::Bury {
-            job: job.into(),
-            fence,
-        }
+        call(process, op, outcome, t, t + 5)
     }
 
     fn kick() -> Op {
@@ -305,53 +247,27 @@ mod tests {
     }
 
     fn final_read(jobs: &[(&str, &str)]) -> Vec<Event> {
-        op(
-            1,
-            Op::FinalRead {
-                jobs: jobs
-                    .iter()
-                    .map(|(j, s)| (j.to_string(), s.to_string()))
-                    .collect(),
-            },
-            Kind::Ok,
-            10_000,
-        )
+        op(1, final_read_op(jobs), Kind::Ok, 10_000)
     }
 
     /// a: added, reserved, touched, released, reserved again, archived.
     /// b: added (unknown), reserved, buried, kicked, reserved, archived.
     fn clean() -> Vec<Event> {
         let mut h = Vec::new();
-        h.extend(op(1, add("a"), Kind::Ok, 0));
-        h.extend(op(2, add("b"), Kind::Info, 0));
-        h.extend(op(3, reserve("a", 1), Kind::Ok, 100));
-        h.extend(op(
-            3,
-            Op::Touch {
-                job: "a".into(),
-                fence: 1,
-            },
-            Kind::Ok,
-            200,
-        ));
-        h.extend(op(
-            3,
-            Op::Release {
-                job: "a".into(),
-                fence: 1,
-            },
-            Kind::Ok,
-            300,
-        ));
-        h.extend(op(4, reserve("b", 2), Kind::Ok, 400));
-        h.extend(op(4, bury("b", 2), Kind::Ok, 500));
-        h.extend(op(3, reserve("a", 3), Kind::Ok, 600));
-        h.extend(op(3, archive("a", 3), Kind::Ok, 700));
+        h.extend(op(1, add_op("a"), Kind::Ok, 0));
+        h.extend(op(2, add_op("b"), Kind::Info, 0));
+        h.extend(op(3, reserve_op("a", 1), Kind::Ok, 100));
+        h.extend(op(3, touch_op("a", 1), Kind::Ok, 200));
+        h.extend(op(3, release_op("a", 1), Kind::Ok, 300));
+        h.extend(op(4, reserve_op("b", 2), Kind::Ok, 400));
+        h.extend(op(4, bury_op("b", 2), Kind::Ok, 500));
+        h.extend(op(3, reserve_op("a", 3), Kind::Ok, 600));
+        h.extend(op(3, archive_op("a", 3), Kind::Ok, 700));
         // a failed archive of a stale fence: fine
-        h.extend(op(4, archive("a", 1), Kind::Fail, 800));
+        h.extend(op(4, archive_op("a", 1), Kind::Fail, 800));
         h.extend(op(1, kick(), Kind::Ok, 900));
-        h.extend(op(4, reserve("b", 4), Kind::Ok, 1000));
-        h.extend(op(4, archive("b", 4), Kind::Ok, 1100));
+        h.extend(op(4, reserve_op("b", 4), Kind::Ok, 1000));
+        h.extend(op(4, archive_op("b", 4), Kind::Ok, 1100));
         h
     }
 
@@ -368,48 +284,24 @@ mod tests {
     #[test]
     fn concurrency_is_allowed_for() {
         let mut h = Vec::new();
-        h.extend(op(1, add("a"), Kind::Ok, 0));
-        h.extend(op(2, reserve("a", 1), Kind::Ok, 10));
+        h.extend(op(1, add_op("a"), Kind::Ok, 0));
+        h.extend(op(2, reserve_op("a", 1), Kind::Ok, 10));
         // bury and a reserve overlap: the reserve may have taken effect first
-        h.push(ev(2, Kind::Invoke, bury("a", 1), 20));
-        h.push(ev(
-            3,
-            Kind::Invoke,
-            Op::Reserve {
-                job: None,
-                fence: None,
-            },
-            22,
-        ));
-        h.push(ev(2, Kind::Ok, bury("a", 1), 25));
-        h.push(ev(3, Kind::Ok, reserve("a", 2), 30));
+        h.push(event(2, Kind::Invoke, bury_op("a", 1), 20));
+        h.push(event(3, Kind::Invoke, reserve_invocation(), 22));
+        h.push(event(2, Kind::Ok, bury_op("a", 1), 25));
+        h.push(event(3, Kind::Ok, reserve_op("a", 2), 30));
         // a kick with an unknown outcome, then a reserve long after: may have been kicked
-        h.extend(op(1, bury("a", 2), Kind::Ok, 40));
+        h.extend(op(1, bury_op("a", 2), Kind::Ok, 40));
         h.extend(op(1, kick(), Kind::Info, 50));
-        h.extend(op(2, reserve("a", 3), Kind::Ok, 1000));
+        h.extend(op(2, reserve_op("a", 3), Kind::Ok, 1000));
         // archived, then added again (unknown), then reserved again: the add re-queued it
-        h.extend(op(2, archive("a", 3), Kind::Ok, 1100));
-        h.extend(op(1, add("a"), Kind::Info, 1200));
-        h.extend(op(2, reserve("a", 5), Kind::Ok, 1300));
+        h.extend(op(2, archive_op("a", 3), Kind::Ok, 1100));
+        h.extend(op(1, add_op("a"), Kind::Info, 1200));
+        h.extend(op(2, reserve_op("a", 5), Kind::Ok, 1300));
         // a fence only a reserve with an unknown outcome may have granted
-        h.extend(op(
-            4,
-            Op::Reserve {
-                job: None,
-                fence: None,
-            },
-            Kind::Info,
-            1400,
-        ));
-        h.extend(op(
-            4,
-            Op::Touch {
-                job: "a".into(),
-                fence: 6,
-            },
-            Kind::Ok,
-            1500,
-        ));
+        h.extend(op(4, reserve_invocation(), Kind::Info, 1400));
+        h.extend(op(4, touch_op("a", 6), Kind::Ok, 1500));
         h.extend(final_read(&[("a", "reserved")]));
         let v = lifecycle(&h);
         assert_eq!(v.valid, Validity::True, "{v:?}");
@@ -427,53 +319,37 @@ mod tests {
             assert_eq!(v.counts.get(what), Some(&1), "{what}: {v:?}");
         };
         // reserve of a job never added (only a failed add)
-        let mut h = op(1, add("a"), Kind::Fail, 0);
-        h.extend(op(2, reserve("a", 1), Kind::Ok, 10));
+        let mut h = op(1, add_op("a"), Kind::Fail, 0);
+        h.extend(op(2, reserve_op("a", 1), Kind::Ok, 10));
         check(h, "never_added");
         // archive ok of a job never added, with a fence granted to it later
-        let mut h = op(2, archive("z", 1), Kind::Ok, 10);
-        h.extend(op(1, add("z"), Kind::Ok, 100));
-        h.extend(op(2, reserve("z", 1), Kind::Ok, 200));
+        let mut h = op(2, archive_op("z", 1), Kind::Ok, 10);
+        h.extend(op(1, add_op("z"), Kind::Ok, 100));
+        h.extend(op(2, reserve_op("z", 1), Kind::Ok, 200));
         let v = lifecycle(&h);
         assert_eq!(v.counts["never_added"], 1);
         check(h, "ungranted_fence");
         // reserve after archive
         let mut h = clean();
-        h.extend(op(3, reserve("a", 9), Kind::Ok, 2000));
+        h.extend(op(3, reserve_op("a", 9), Kind::Ok, 2000));
         check(h, "reserve_after_archive");
         // reserve after bury without a kick
-        let mut h = op(1, add("a"), Kind::Ok, 0);
-        h.extend(op(2, reserve("a", 1), Kind::Ok, 10));
-        h.extend(op(2, bury("a", 1), Kind::Ok, 20));
+        let mut h = op(1, add_op("a"), Kind::Ok, 0);
+        h.extend(op(2, reserve_op("a", 1), Kind::Ok, 10));
+        h.extend(op(2, bury_op("a", 1), Kind::Ok, 20));
         h.extend(op(1, kick(), Kind::Fail, 30));
-        h.extend(op(2, reserve("a", 2), Kind::Ok, 40));
+        h.extend(op(2, reserve_op("a", 2), Kind::Ok, 40));
         check(h, "reserve_after_bury");
         // a fence granted to another job
         let mut h = clean();
-        h.extend(op(
-            4,
-            Op::Touch {
-                job: "a".into(),
-                fence: 2,
-            },
-            Kind::Ok,
-            1200,
-        ));
+        h.extend(op(4, touch_op("a", 2), Kind::Ok, 1200));
         check(h, "foreign_fence");
         // a fence no reserve granted, with no unknown reserve around
         let mut h = clean();
-        h.extend(op(
-            4,
-            Op::Release {
-                job: "b".into(),
-                fence: 77,
-            },
-            Kind::Ok,
-            1200,
-        ));
+        h.extend(op(4, release_op("b", 77), Kind::Ok, 1200));
         check(h, "ungranted_fence");
         // complete without an archive
-        let mut h = op(1, add("a"), Kind::Ok, 0);
+        let mut h = op(1, add_op("a"), Kind::Ok, 0);
         h.extend(final_read(&[("a", "complete")]));
         check(h, "complete_without_archive");
         // archived but not complete

@@ -6,10 +6,12 @@ mod convergence;
 mod fencing;
 mod lifecycle;
 mod ordering;
+#[cfg(test)]
+pub(crate) mod testkit;
 mod total_queue;
 
 pub use availability::availability;
-pub(crate) use availability::{fault_windows, pair_ops, FaultWindow, PairedOp};
+pub(crate) use availability::{client_ops, fault_windows, secs, FaultWindow};
 pub use completion::completion;
 pub use convergence::convergence;
 pub use fencing::fencing;
@@ -128,31 +130,12 @@ pub fn overall(results: &BTreeMap<String, Verdict>) -> Validity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::testkit::{add, add_op_with, call};
     use crate::history::Kind;
-
-    fn ev(kind: Kind, op: Op, t: u64) -> Event {
-        Event {
-            process: 1,
-            kind,
-            op,
-            node: 1,
-            time_ns: t,
-            error: None,
-        }
-    }
-
-    fn add(job: &str, priority: Option<u32>) -> Vec<Event> {
-        let op = Op::Add {
-            job: job.into(),
-            priority,
-            delay_ms: None,
-        };
-        vec![ev(Kind::Invoke, op.clone(), 0), ev(Kind::Ok, op, 1)]
-    }
 
     #[test]
     fn check_all_runs_every_checker_and_overall_decides() {
-        let mut h = add("a", None);
+        let mut h = add("a", Kind::Ok, 0);
         let names = |m: &BTreeMap<String, Verdict>| m.keys().cloned().collect::<Vec<_>>();
         let r = check_all(&h, true);
         assert_eq!(
@@ -168,7 +151,7 @@ mod tests {
         );
         // no final read, no digests
         assert_eq!(overall(&r), Validity::Unknown);
-        h.extend(add("b", Some(3)));
+        h.extend(call(1, add_op_with("b", Some(3), None), Kind::Ok, 0, 1));
         assert!(check_all(&h, true).contains_key(ORDERING_SOFT));
         assert!(check_all(&h, false).contains_key(ORDERING));
 

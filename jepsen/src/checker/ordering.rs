@@ -12,8 +12,8 @@
 //! Only adds with a priority are considered (other workloads leave it out); with none the
 //! verdict is valid with nothing checked.
 
-use super::{pair_ops, PairedOp, Verdict};
-use crate::history::{Event, Kind, Op, NEMESIS};
+use super::{client_ops, secs, Verdict};
+use crate::history::{Event, Kind, Op};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Slack for the queue's timer: a delayed job becomes ready at the next tick.
@@ -26,16 +26,9 @@ struct Job {
     first_ok: Option<u64>,
 }
 
-fn secs(ns: u64) -> String {
-    format!("{:.3} s", ns as f64 / 1e9)
-}
-
 pub fn ordering(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
-    let ops: Vec<PairedOp<'_>> = pair_ops(history)
-        .into_iter()
-        .filter(|p| p.process != NEMESIS)
-        .collect();
+    let ops = client_ops(history);
     let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
     // (job, invoke, completion) of reserves ok that returned a job
     let mut reserves: Vec<(&str, u64, u64)> = Vec::new();
@@ -168,52 +161,23 @@ pub fn ordering(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::testkit::{
+        add_op, add_op_with, call_ms, event_ms, reserve_invocation, reserve_op,
+    };
     use crate::checker::Validity;
 
-    fn ev(process: u64, kind: Kind, op: Op, t_ms: u64) -> Event {
-        Event {
-            process,
-            kind,
-            op,
-            node: 1,
-            time_ns: t_ms * 1_000_000,
-            error: None,
-        }
-    }
-
     fn add(job: &str, priority: u32, delay_ms: u64, t: u64, outcome: Kind) -> Vec<Event> {
-        let op = Op::Add {
-            job: job.into(),
-            priority: Some(priority),
-            delay_ms: Some(delay_ms),
-        };
-        vec![
-            ev(1, Kind::Invoke, op.clone(), t),
-            ev(1, outcome, op, t + 5),
-        ]
+        let op = add_op_with(job, Some(priority), Some(delay_ms));
+        call_ms(1, op, outcome, t, t + 5)
     }
 
+    /// A reserve of `p` from `t` to `t + 5` ms; on ok it returned `job` with fence 1.
     fn reserve(p: u64, job: &str, t: u64, outcome: Kind) -> Vec<Event> {
-        vec![
-            ev(
-                p,
-                Kind::Invoke,
-                Op::Reserve {
-                    job: None,
-                    fence: None,
-                },
-                t,
-            ),
-            ev(
-                p,
-                outcome,
-                Op::Reserve {
-                    job: (outcome == Kind::Ok).then(|| job.to_string()),
-                    fence: Some(1),
-                },
-                t + 5,
-            ),
-        ]
+        let granted = Op::Reserve {
+            job: (outcome == Kind::Ok).then(|| job.to_string()),
+            fence: Some(1),
+        };
+        call_ms(p, granted, outcome, t, t + 5)
     }
 
     fn clean() -> Vec<Event> {
@@ -239,38 +203,13 @@ mod tests {
         h.extend(add("hi", 9, 0, 10, Kind::Ok));
         h.extend(add("hi2", 9, 0, 10, Kind::Ok));
         h.extend(reserve(4, "?", 295, Kind::Info));
-        h.push(ev(
-            2,
-            Kind::Invoke,
-            Op::Reserve {
-                job: None,
-                fence: None,
-            },
-            300,
-        ));
+        h.push(event_ms(2, Kind::Invoke, reserve_invocation(), 300));
         h.extend(reserve(3, "hi", 302, Kind::Ok));
-        h.push(ev(
-            2,
-            Kind::Ok,
-            Op::Reserve {
-                job: Some("lo".into()),
-                fence: Some(2),
-            },
-            310,
-        ));
+        h.push(event_ms(2, Kind::Ok, reserve_op("lo", 2), 310));
         let v = ordering(&h);
         assert_eq!(v.valid, Validity::True, "{v:?}");
         // no priorities: nothing to check
-        let h = vec![ev(
-            1,
-            Kind::Ok,
-            Op::Add {
-                job: "x".into(),
-                priority: None,
-                delay_ms: None,
-            },
-            0,
-        )];
+        let h = vec![event_ms(1, Kind::Ok, add_op("x"), 0)];
         let v = ordering(&h);
         assert_eq!((v.valid, v.counts["prioritized_jobs"]), (Validity::True, 0));
     }

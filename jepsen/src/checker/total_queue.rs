@@ -68,38 +68,12 @@ pub fn total_queue(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::testkit::{self, add, archive_op, event};
 
-    fn ev(kind: Kind, op: Op, t: u64) -> Event {
-        Event {
-            process: 1,
-            kind,
-            op,
-            node: 1,
-            time_ns: t,
-            error: None,
-        }
-    }
-
-    fn add(job: &str, outcome: Kind, t: u64) -> Vec<Event> {
-        let op = Op::Add {
-            job: job.into(),
-            priority: None,
-            delay_ms: None,
-        };
-        vec![ev(Kind::Invoke, op.clone(), t), ev(outcome, op, t + 1)]
-    }
-
+    /// A final read ok in which every job is complete.
     fn final_read(jobs: &[&str]) -> Event {
-        ev(
-            Kind::Ok,
-            Op::FinalRead {
-                jobs: jobs
-                    .iter()
-                    .map(|j| (j.to_string(), "complete".into()))
-                    .collect(),
-            },
-            1_000,
-        )
+        let jobs: Vec<(&str, &str)> = jobs.iter().map(|j| (*j, "complete")).collect();
+        testkit::final_read(&jobs)
     }
 
     #[test]
@@ -132,14 +106,7 @@ mod tests {
         // completed twice
         let mut h = add("a", Kind::Ok, 0);
         for f in [1, 2] {
-            h.push(ev(
-                Kind::Ok,
-                Op::Archive {
-                    job: "a".into(),
-                    fence: f,
-                },
-                100 + f,
-            ));
+            h.push(event(1, Kind::Ok, archive_op("a", f), 100 + f));
         }
         h.push(final_read(&["a"]));
         let v = total_queue(&h);
