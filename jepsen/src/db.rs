@@ -12,6 +12,9 @@ use std::time::Duration;
 /// The port every node listens on, inside its own namespace.
 pub const PORT: u16 = 7700;
 
+/// The release delay in [`NODE_CONFIG`] (the ordering checker's lower bound).
+pub const RELEASE_DELAY_MS: u64 = 200;
+
 /// Node settings for the tests: short timeouts so that faults and the final drain play out
 /// within seconds, and frequent snapshots so that catch-up by snapshot happens under faults.
 pub const NODE_CONFIG: &str = "\
@@ -288,5 +291,14 @@ impl Drop for Cluster {
             self.resume_node(i);
             self.kill_node(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_config_parses_and_matches_the_release_delay() {
+        let line = format!("release_delay_ms = {}\n", super::RELEASE_DELAY_MS);
+        assert!(super::NODE_CONFIG.contains(&line), "{}", super::NODE_CONFIG);
     }
 }

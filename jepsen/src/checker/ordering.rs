@@ -9,6 +9,10 @@
 //!   with an unknown outcome may each have taken one such job, so it is flagged only when there
 //!   are more candidates than such reserves.
 //!
+//! - `early_after_release`: a reserve ok of a job, invoked after a release of it completed,
+//!   that completed before the release was invoked plus the queue's smallest release delay
+//!   ([`crate::db::RELEASE_DELAY_MS`]): a released job must wait that long.
+//!
 //! Only adds with a priority are considered (other workloads leave it out); with none the
 //! verdict is valid with nothing checked.
 
@@ -33,7 +37,15 @@ pub fn ordering(history: &[Event]) -> Verdict {
     // (job, invoke, completion) of reserves ok that returned a job
     let mut reserves: Vec<(&str, u64, u64)> = Vec::new();
     let mut unknown_reserves: Vec<u64> = Vec::new();
+    // job → (invoke, completion) of releases ok
+    let mut releases: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
     for p in &ops {
+        if let (Op::Release { job, .. }, Kind::Ok) = (p.op, p.kind) {
+            releases
+                .entry(job)
+                .or_default()
+                .push((p.invoke_ns, p.complete_ns.unwrap_or(p.invoke_ns)));
+        }
         match (p.op, p.kind) {
             (
                 Op::Add {
@@ -113,6 +125,22 @@ pub fn ordering(history: &[Event]) -> Verdict {
             if let Some(set) = jobs.get(k).and_then(|kj| ready.get_mut(&kj.priority)) {
                 set.remove(k);
             }
+        }
+        let release_delay = crate::db::RELEASE_DELAY_MS * 1_000_000;
+        let early = releases.get(job).and_then(|rs| {
+            rs.iter()
+                .find(|&&(rel_i, rel_o)| rel_o < r_i && r_o < rel_i.saturating_add(release_delay))
+        });
+        if let Some(&(rel_i, _)) = early {
+            v.violation(
+                "early_after_release",
+                format!(
+                    "job {job} released at {} was reserved again by {} (the release delay is {} ms)",
+                    secs(rel_i),
+                    secs(r_o),
+                    crate::db::RELEASE_DELAY_MS
+                ),
+            );
         }
         if j.delay_ns > 0 && r_o < j.first_invoke.saturating_add(j.delay_ns) {
             v.violation(
@@ -239,5 +267,25 @@ mod tests {
         assert_eq!(v.valid, Validity::False);
         assert_eq!(v.counts["early"], 1);
         assert!(!v.counts.contains_key("priority_inversion"), "{v:?}");
+    }
+
+    #[test]
+    fn a_job_reserved_again_within_the_release_delay_is_early() {
+        use crate::checker::testkit::release_op;
+        let mut h = add("a", 5, 0, 0, Kind::Ok);
+        h.extend(reserve(2, "a", 10, Kind::Ok));
+        h.extend(call_ms(2, release_op("a", 1), Kind::Ok, 20, 25));
+        // back after the delay: fine
+        h.extend(reserve(2, "a", 20 + crate::db::RELEASE_DELAY_MS, Kind::Ok));
+        let v = ordering(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        // planted: handed out again 30 ms after the release
+        let mut h = add("a", 5, 0, 0, Kind::Ok);
+        h.extend(reserve(2, "a", 10, Kind::Ok));
+        h.extend(call_ms(2, release_op("a", 1), Kind::Ok, 20, 25));
+        h.extend(reserve(2, "a", 50, Kind::Ok));
+        let v = ordering(&h);
+        assert_eq!(v.valid, Validity::False, "{v:?}");
+        assert_eq!(v.counts["early_after_release"], 1);
     }
 }
