@@ -22,6 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs one test: nodes in network namespaces (needs root), a workload, a nemesis.
+    #[command(after_help = after_help())]
     Test(TestArgs),
 }
 
