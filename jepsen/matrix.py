@@ -75,7 +75,7 @@ def main():
         refusals = sum(v for k, v in stale.items()
                        if k.split(".")[0] in ("archive", "touch", "release", "bury")
                        and k.endswith(".fail"))
-        false = [k for k, v in c.items() if v["valid"] is False] or ["-"]
+        false = [k for k, v in c.items() if v["valid"] == "false"] or ["-"]
         print(f"| {i} | {n} | {w} | {nem} | {seed} | {len(test.get('schedule', []))} | {code} "
               f"| {tq.get('acknowledged', 0)} | {tq.get('lost', 0)} | {tq.get('duplicates', 0)} "
               f"| {tq.get('unknown', 0)}→{tq.get('recovered', 0)} | {refusals} "

@@ -94,12 +94,12 @@ def main():
         sys.stderr.write(r.stderr[-2000:])
         res = json.load(open(os.path.join(store, name, "latest", "results.json")))
         verdicts = {k: v["valid"] for k, v in res["checkers"].items()}
-        caught = verdicts.get(checker) is False
+        caught = verdicts.get(checker) == "false"
         rows.append((name, checker, r.returncode, caught, verdicts))
         sh(["git", "-C", wt, "checkout", "-f", "."], check=True)
     print("\nplant              checker          exit  caught  all verdicts")
     for name, checker, code, caught, verdicts in rows:
-        bad = ",".join(k for k, v in verdicts.items() if v is False) or "-"
+        bad = ",".join(k for k, v in verdicts.items() if v == "false") or "-"
         print(f"{name:<18} {checker:<16} {code:<5} {'yes' if caught else 'NO':<7} false: {bad}")
     sys.exit(0 if all(r[3] for r in rows) else 1)
 

@@ -6,8 +6,9 @@
 //!   archive (75%), release (12%) or bury (13%).
 //! - lease: as queue, but workers have a 1 s TTR and 40% of the time stall 1.2–3.5 s before
 //!   they touch and archive with their old fence, so leases expire under them.
-//! - ordering: one adder and one worker, random priorities, jobs released now and then (a
-//!   released job is delayed); the priority checks are soft.
+//! - ordering: one adder and one worker that is slower than the adder (60 ms a job), so ready
+//!   jobs pile up; random priorities, jobs released now and then (a released job is delayed);
+//!   the priority and delay checks are soft.
 
 use crate::history::{Event, Kind, Op};
 use crate::rng::Rng;
@@ -140,6 +141,8 @@ pub struct Settings {
     /// Chances of release and bury after a reserve; archive otherwise.
     pub release_chance: f64,
     pub bury_chance: f64,
+    /// Time a worker spends on each job before finishing it (not while draining).
+    pub work_time: Duration,
 }
 
 impl Settings {
@@ -151,6 +154,7 @@ impl Settings {
             record_priority: false,
             release_chance: 0.12,
             bury_chance: 0.13,
+            work_time: Duration::ZERO,
         };
         match name {
             "lease" => Settings {
@@ -163,6 +167,8 @@ impl Settings {
             "ordering" => Settings {
                 add_interval: Duration::from_millis(40),
                 record_priority: true,
+                // slower than the adder, so that ready jobs pile up and their order matters
+                work_time: Duration::from_millis(60),
                 release_chance: 0.2,
                 bury_chance: 0.0,
                 ..base
@@ -249,6 +255,9 @@ pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>, draining: A
             fence: job.fence,
         };
         let fence = job.fence;
+        if !s.work_time.is_zero() && !draining.load(Ordering::Relaxed) {
+            tokio::time::sleep(s.work_time).await;
+        }
         if p.rng.chance(s.stall_chance) && !draining.load(Ordering::Relaxed) {
             let ms = p.rng.range(s.ttr_ms * 6 / 5, s.ttr_ms * 7 / 2);
             tokio::time::sleep(Duration::from_millis(ms)).await;
