@@ -24,6 +24,14 @@ enum Cmd {
     /// Runs one test: nodes in network namespaces (needs root), a workload, a nemesis.
     #[command(after_help = after_help())]
     Test(TestArgs),
+    /// Removes namespaces, bridges and iptables rules left by runs that were killed before
+    /// they could clean up, and their node processes (needs root). Runs in progress are left
+    /// alone.
+    Clean {
+        /// Also remove runs in progress.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args)]
@@ -98,9 +106,37 @@ fn default_raftq_bin() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// Resolves on SIGTERM (so that a run stopped that way still removes what it created).
+async fn terminated() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Cmd::Test(a) = cli.cmd;
+    let a = match cli.cmd {
+        Cmd::Test(a) => a,
+        Cmd::Clean { force } => {
+            let (removed, kept) = raftq_jepsen::net::clean_all(force);
+            for r in &removed {
+                eprintln!("removed {r}");
+            }
+            for k in &kept {
+                eprintln!("kept {k}");
+            }
+            eprintln!(
+                "jepsen: clean: removed {}, kept {} (--force removes runs in progress too)",
+                removed.len(),
+                kept.len()
+            );
+            return ExitCode::SUCCESS;
+        }
+    };
     let code = match test(a) {
         Ok(Validity::True) => 0,
         Ok(Validity::False) => 1,
@@ -153,6 +189,7 @@ fn test(a: TestArgs) -> Result<Validity, String> {
                 Err(_) => Err(format!("the run did not end within {} s", bound.as_secs())),
             },
             _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+            _ = terminated() => Err("terminated".into()),
         }
     })
 }

@@ -61,6 +61,9 @@ impl Net {
             forward_rule: Vec::new(),
         };
         run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        // who owns the bridge: `clean` leaves the runs whose owner is alive alone
+        let _ = std::fs::create_dir_all(OWNER_DIR);
+        let _ = std::fs::write(owner_file(&bridge), std::process::id().to_string());
         run(
             "ip",
             &[
@@ -165,17 +168,146 @@ impl Net {
     }
 }
 
+/// Where each run notes its process id, per bridge.
+const OWNER_DIR: &str = "/run/raftq-jepsen";
+
+fn owner_file(bridge: &str) -> std::path::PathBuf {
+    std::path::Path::new(OWNER_DIR).join(format!("{bridge}.pid"))
+}
+
+/// Whether the run that made `bridge` is still alive.
+fn owner_alive(bridge: &str) -> bool {
+    std::fs::read_to_string(owner_file(bridge))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn is_ours(name: &str, prefix: &str, infix: Option<char>) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    match infix {
+        None => !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()),
+        Some(sep) => rest.split_once(sep).is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.chars().all(|c| c.is_ascii_digit())
+                && b.chars().all(|c| c.is_ascii_digit())
+        }),
+    }
+}
+
+/// Removes what runs that were killed before they could clean up left behind: namespaces
+/// `rq<tag>n<i>` (and the node processes in them), bridges `rqbr<tag>` and their FORWARD
+/// rules. A run whose harness process is alive (it notes its pid in /run/raftq-jepsen) is left
+/// alone, unless `force`. Returns what was removed and what was kept.
+pub fn clean_all(force: bool) -> (Vec<String>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut removed = Vec::new();
+    let mut kept_tags = Vec::new();
+    for line in output("ip", &["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if !is_ours(name, "rq", Some('n')) {
+            continue;
+        }
+        let tag = name[2..].split('n').next().unwrap_or("").to_string();
+        if !force && owner_alive(&format!("rqbr{tag}")) {
+            kept.push(format!("namespace {name} (its run is in progress)"));
+            kept_tags.push(tag);
+            continue;
+        }
+        let pids = output("ip", &["netns", "pids", name]);
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on a pid listed in a namespace of a run that is gone.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if run("ip", &["netns", "del", name]).is_err() {
+            kept.push(format!("namespace {name} (could not delete it)"));
+            kept_tags.push(tag);
+        } else {
+            removed.push(format!("namespace {name}"));
+        }
+    }
+    let mut bridges = Vec::new();
+    for line in output("ip", &["-o", "link", "show", "type", "bridge"]).lines() {
+        let name = line
+            .split(':')
+            .nth(1)
+            .map(str::trim)
+            .unwrap_or("")
+            .split('@')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if is_ours(&name, "rqbr", None) {
+            if kept_tags.iter().any(|t| *t == name[4..]) {
+                bridges.push(name);
+            } else if run("ip", &["link", "del", &name]).is_ok() {
+                let _ = std::fs::remove_file(owner_file(&name));
+                removed.push(format!("bridge {name}"));
+            } else {
+                bridges.push(name);
+            }
+        }
+    }
+    for line in output("iptables", &["-S", "FORWARD"]).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let stale = words.windows(2).any(|w| {
+            w[0] == "-i" && is_ours(w[1], "rqbr", None) && !bridges.iter().any(|b| b == w[1])
+        });
+        if words.first() == Some(&"-A") && stale {
+            let mut del = vec!["-D"];
+            del.extend(&words[1..]);
+            if run("iptables", &del).is_ok() {
+                removed.push(format!("iptables rule {line}"));
+            }
+        }
+    }
+    (removed, kept)
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for h in &self.hosts {
             let _ = run("ip", &["netns", "del", &h.netns]);
         }
         let _ = run("ip", &["link", "del", &self.bridge]);
+        let _ = std::fs::remove_file(owner_file(&self.bridge));
         if !self.forward_rule.is_empty() {
             let mut del = vec!["-D".to_string()];
             del.extend(self.forward_rule.iter().cloned());
             let del_ref: Vec<&str> = del.iter().map(String::as_str).collect();
             let _ = run("iptables", &del_ref);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_our_names_are_cleaned() {
+        use super::is_ours;
+        assert!(is_ours("rq123n1", "rq", Some('n')));
+        assert!(!is_ours("rqbr123", "rq", Some('n')));
+        assert!(!is_ours("rq123n", "rq", Some('n')));
+        assert!(!is_ours("docker0", "rq", Some('n')));
+        assert!(is_ours("rqbr42", "rqbr", None));
+        assert!(!is_ours("rqbr", "rqbr", None));
+        assert!(!is_ours("rqbrx", "rqbr", None));
     }
 }
