@@ -50,6 +50,14 @@ PLANTS = {
         "convergence",
         "--nodes 3 --workload queue --nemesis none --time-limit 20 --seed 5",
     ),
+    "writes-refused": (
+        "crates/node/src/queue_service.rs",
+        "    async fn write(&self, req: Request) -> Result<FsmResponse, Status> {\n",
+        "    async fn write(&self, req: Request) -> Result<FsmResponse, Status> {\n"
+        "        let _ = &req;\n        return Err(Status::unavailable(\"PLANTED: no write is accepted\"));\n",
+        "availability",
+        "--nodes 3 --workload queue --nemesis none --time-limit 15 --seed 5 --drain-timeout 10",
+    ),
     "priority-ignored": (
         "crates/queue-fsm/src/keys.rs",
         "v.push(255 - priority);",

@@ -2,7 +2,8 @@
 //! operations by outcome per operation name, latency (p50/p95/p99/max, ms) and throughput (per
 //! second) of ok writes, the nemesis' fault windows and, for each, the time to recover (from the
 //! heal until the first ok write invoked after it completes) and the longest stretch without any
-//! ok write inside the window. It is valid unless no write succeeded at all.
+//! ok write inside the window. It is valid unless no write succeeded at all. A reserve that
+//! found no job is not a write here.
 //!
 //! Also home of the helpers the other checkers and the report share: pairing invocations with
 //! their completions ([`pair_ops`], [`client_ops`]), the fault windows ([`fault_windows`]) and
@@ -231,10 +232,12 @@ pub fn availability(history: &[Event]) -> Verdict {
     for (k, n) in &by_kind {
         v.count(k, *n);
     }
-    // completion times of ok writes, sorted, and their latencies
+    // completion times of ok writes, sorted, and their latencies; a reserve that found no job
+    // changed nothing (and its latency is mostly its long poll), so it is not one
     let mut ok_writes: Vec<(u64, u64)> = ops
         .iter()
         .filter(|p| p.kind == Kind::Ok && p.op.is_write())
+        .filter(|p| !matches!(p.op, Op::Reserve { job: None, .. }))
         .filter_map(|p| p.complete_ns.map(|c| (p.invoke_ns, c)))
         .collect();
     ok_writes.sort_by_key(|&(_, c)| c);
@@ -338,7 +341,7 @@ pub fn availability(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::testkit::{add_op, call_ms, event_ms, fault_op};
+    use crate::checker::testkit::{add_op, call_ms, event_ms, fault_op, reserve_invocation};
 
     fn fault(action: &str) -> Op {
         fault_op("partition", action, "n1|n2,n3")
@@ -410,6 +413,15 @@ mod tests {
         assert_eq!(v.valid, Validity::False);
         assert_eq!(v.counts["ok_writes"], 0);
         assert_eq!(v.counts["add.info"], 2);
+        // reserves that found no job do not count as writes
+        let mut h = vec![
+            event_ms(1, Kind::Invoke, add_op("a"), 0),
+            event_ms(1, Kind::Info, add_op("a"), 10),
+        ];
+        h.extend(call_ms(2, reserve_invocation(), Kind::Ok, 0, 300));
+        let v = availability(&h);
+        assert_eq!(v.valid, Validity::False, "{v:?}");
+        assert_eq!(v.counts["reserve.ok"], 1);
     }
 
     #[test]
