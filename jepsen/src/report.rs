@@ -447,7 +447,7 @@ pub fn index_html(
     let mut s = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n\
          <p>Overall verdict: <span class=\"{v}\"><b>{v}</b></span> \
-         (availability and soft checks are reported but do not decide it)</p>\n",
+         (soft checks are reported but do not decide it; a run with no successful write is unknown)</p>\n",
         t = escape(&title),
         v = validity_name(valid)
     );

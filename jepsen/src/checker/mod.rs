@@ -110,12 +110,20 @@ pub fn check_all(history: &[Event], ordering_soft: bool) -> BTreeMap<String, Ver
     out
 }
 
-/// The verdict of a run: false if any checker says false, else unknown if any says unknown,
-/// else true. [`AVAILABILITY`] and [`ORDERING_SOFT`] are reported but never decide.
+/// The verdict of a run: false if any checker says false, else unknown if any says unknown
+/// or if no write succeeded at all ([`AVAILABILITY`] false: such a run proves nothing), else
+/// true. [`ORDERING_SOFT`] is reported but never decides.
 pub fn overall(results: &BTreeMap<String, Verdict>) -> Validity {
     let mut out = Validity::True;
     for (name, v) in results {
-        if name == AVAILABILITY || name == ORDERING_SOFT {
+        if name == ORDERING_SOFT {
+            continue;
+        }
+        if name == AVAILABILITY {
+            // a run in which no write succeeded proves nothing either way
+            if v.valid == Validity::False {
+                out = Validity::Unknown;
+            }
             continue;
         }
         match v.valid {
@@ -159,10 +167,12 @@ mod tests {
         let mut bad = Verdict::new();
         bad.violation("x", "x".into());
         r.insert("total-queue".to_string(), Verdict::new());
-        // the reporting ones never decide
-        r.insert(AVAILABILITY.to_string(), bad.clone());
+        // the soft ordering checker never decides; no write at all makes the run unknown
         r.insert(ORDERING_SOFT.to_string(), bad.clone());
         assert_eq!(overall(&r), Validity::True);
+        r.insert(AVAILABILITY.to_string(), bad.clone());
+        assert_eq!(overall(&r), Validity::Unknown);
+        r.insert(AVAILABILITY.to_string(), Verdict::new());
         let mut unknown = Verdict::new();
         unknown.valid = Validity::Unknown;
         r.insert("convergence".to_string(), unknown);
