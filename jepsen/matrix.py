@@ -3,6 +3,7 @@
 other and prints a Markdown table of the results.
 
 usage: sudo python3 jepsen/matrix.py [--time-limit 120] [--store store] [--only N,N]
+       python3 jepsen/matrix.py --table    (no runs: the table of the newest run of each test)
 """
 import argparse, json, os, subprocess, sys, time
 
@@ -32,7 +33,24 @@ def main():
     ap.add_argument("--time-limit", type=int, default=120)
     ap.add_argument("--store", default=os.path.join(ROOT, "store"))
     ap.add_argument("--only", default="")
+    ap.add_argument("--table", action="store_true")
     a = ap.parse_args()
+    if a.table:
+        rows = []
+        for i, (n, w, nem, seed) in enumerate(MATRIX, 1):
+            name = f"{w}-{'+'.join(sorted(set(expand(nem))))}-n{n}"
+            base = os.path.join(a.store, name)
+            runs = sorted(d for d in os.listdir(base)
+                          if os.path.exists(os.path.join(base, d, "results.json"))) \
+                if os.path.isdir(base) else []
+            if not runs:
+                continue
+            d = os.path.join(a.store, name, runs[-1])
+            res = json.load(open(os.path.join(d, "results.json")))
+            test = json.load(open(os.path.join(d, "test.json")))
+            rows.append((i, n, w, nem, seed, 0 if res["valid"] == "true" else 1, 0, res, test, d))
+        table(rows)
+        return
     tdir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     subprocess.run(f"cd {ROOT} && cargo build --release -p raftq-jepsen -p raftq-node",
                    shell=True, check=True)
@@ -58,6 +76,21 @@ def main():
             continue
         rows.append((i, n, w, nem, seed, r.returncode, took, res, test,
                      os.path.realpath(latest)))
+    table(rows)
+    sys.exit(0 if all(r[5] == 0 for r in rows) else 1)
+
+
+NEMESES = ["kill", "pause", "partition", "packet-loss", "clock", "power", "membership"]
+
+
+def expand(nem):
+    out = []
+    for x in nem.split(","):
+        out.extend(NEMESES if x == "all" else [x])
+    return out
+
+
+def table(rows):
     print("\n| # | nodes | workload | nemesis | seed | faults | exit | acked adds | lost | "
           "dup | unknown→recovered | stale-fence refusals | max recovery (ms) | checkers false |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -85,7 +118,6 @@ def main():
               f"| {tq.get('acknowledged', 0)} | {tq.get('lost', 0)} | {tq.get('duplicates', 0)} "
               f"| {tq.get('unknown', 0)}→{tq.get('recovered', 0)} | {refusals} | - "
               f"| {', '.join(false)} |")
-    sys.exit(0 if all(r[5] == 0 for r in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ enum Cmd {
     /// Runs one test: nodes in network namespaces (needs root), a workload, a nemesis.
     #[command(after_help = after_help())]
     Test(TestArgs),
+    /// Checks a stored run again: reads DIR/history.jsonl and DIR/test.json, rewrites
+    /// results.json and the report (no root needed).
+    Check {
+        /// A run's directory, e.g. store/latest.
+        dir: PathBuf,
+    },
     /// Removes namespaces, bridges and iptables rules left by runs that were killed before
     /// they could clean up, and their node processes (needs root). Runs in progress are left
     /// alone.
@@ -106,6 +112,14 @@ fn default_raftq_bin() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+fn exit_code(v: Validity) -> u8 {
+    match v {
+        Validity::True => 0,
+        Validity::False => 1,
+        Validity::Unknown => 2,
+    }
+}
+
 /// Resolves on SIGTERM (so that a run stopped that way still removes what it created).
 async fn terminated() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -121,6 +135,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let a = match cli.cmd {
         Cmd::Test(a) => a,
+        Cmd::Check { dir } => {
+            return ExitCode::from(match run::recheck(&dir) {
+                Ok(out) => {
+                    eprintln!("{}", out.summary.trim_end());
+                    eprintln!(
+                        "jepsen: valid: {:?}; report: {}",
+                        out.valid,
+                        out.dir.join("index.html").display()
+                    );
+                    exit_code(out.valid)
+                }
+                Err(e) => {
+                    eprintln!("jepsen: error: {e}");
+                    2
+                }
+            })
+        }
         Cmd::Clean { force } => {
             let (removed, kept) = raftq_jepsen::net::clean_all(force);
             for r in &removed {
@@ -138,9 +169,7 @@ fn main() -> ExitCode {
         }
     };
     let code = match test(a) {
-        Ok(Validity::True) => 0,
-        Ok(Validity::False) => 1,
-        Ok(Validity::Unknown) => 2,
+        Ok(v) => exit_code(v),
         Err(e) => {
             eprintln!("jepsen: error: {e}");
             2

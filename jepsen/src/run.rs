@@ -44,6 +44,7 @@ impl Options {
 }
 
 /// What a run decided and where its report is.
+#[derive(Debug)]
 pub struct Outcome {
     pub valid: Validity,
     pub dir: PathBuf,
@@ -396,21 +397,11 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
     let events = rec.events();
     let f = std::fs::File::create(dir.join("history.jsonl")).map_err(|e| e.to_string())?;
     history::write_jsonl(&events, std::io::BufWriter::new(f)).map_err(|e| e.to_string())?;
-    let results = checker::check_all(&events, true);
-    let valid = checker::overall(&results);
-    write_json(
-        &dir.join("results.json"),
-        &json!({ "valid": valid, "checkers": results }),
-    )?;
-    report::write(&dir, &events, &results, &test, &log_files).map_err(|e| e.to_string())?;
+    let (valid, summary) = judge(&dir, &events, &test, &log_files)?;
     if valid == Validity::True && !o.keep_data {
         for i in 0..o.nodes {
             let _ = std::fs::remove_dir_all(dir.join(format!("node-{}", i + 1)));
         }
-    }
-    let mut summary = String::new();
-    for (name, v) in &results {
-        summary.push_str(&format!("  {name:<22} {:?}\n", v.valid));
     }
     Ok(Outcome {
         valid,
@@ -419,9 +410,89 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
     })
 }
 
+/// Runs the checkers on `events` and writes `results.json` and the report into `dir`; returns
+/// the verdict and a line per checker.
+fn judge(
+    dir: &Path,
+    events: &[history::Event],
+    test: &serde_json::Value,
+    log_files: &[String],
+) -> Result<(Validity, String), String> {
+    let results = checker::check_all(events, true);
+    let valid = checker::overall(&results);
+    write_json(
+        &dir.join("results.json"),
+        &json!({ "valid": valid, "checkers": results }),
+    )?;
+    report::write(dir, events, &results, test, log_files).map_err(|e| e.to_string())?;
+    let mut summary = String::new();
+    for (name, v) in &results {
+        summary.push_str(&format!("  {name:<22} {:?}\n", v.valid));
+    }
+    Ok((valid, summary))
+}
+
+/// Checks a stored run again (after a checker changed): reads `history.jsonl` and `test.json`
+/// in `dir`, rewrites `results.json` and the report.
+pub fn recheck(dir: &Path) -> Result<Outcome, String> {
+    let open = |name: &str| {
+        std::fs::File::open(dir.join(name))
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let events = history::read_jsonl(std::io::BufReader::new(open("history.jsonl")?))
+        .map_err(|e| e.to_string())?;
+    let test: serde_json::Value =
+        serde_json::from_reader(open("test.json")?).map_err(|e| format!("test.json: {e}"))?;
+    let mut log_files: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("node-") && n.ends_with(".log"))
+        .collect();
+    log_files.sort();
+    let (valid, summary) = judge(dir, &events, &test, &log_files)?;
+    Ok(Outcome {
+        valid,
+        dir: dir.to_path_buf(),
+        summary,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_run_is_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(recheck(dir.path()).unwrap_err().contains("history.jsonl"));
+        let events = vec![history::Event {
+            process: 1,
+            kind: Kind::Invoke,
+            op: Op::Add {
+                job: "a".into(),
+                priority: None,
+                delay_ms: None,
+            },
+            node: 1,
+            time_ns: 0,
+            error: None,
+        }];
+        let f = std::fs::File::create(dir.path().join("history.jsonl")).unwrap();
+        history::write_jsonl(&events, f).unwrap();
+        write_json(&dir.path().join("test.json"), &json!({"name": "t"})).unwrap();
+        std::fs::write(dir.path().join("node-1.log"), "").unwrap();
+        let out = recheck(dir.path()).unwrap();
+        // no final read: unknown
+        assert_eq!(out.valid, Validity::Unknown);
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r["valid"], "unknown");
+        let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(html.contains("node-1.log"));
+    }
 
     #[test]
     fn utc_stamps() {

@@ -1,6 +1,8 @@
-//! fencing: fences of one job are granted in increasing order, never twice; and no operation on
-//! a reservation succeeds after a newer reservation of the job was granted (a success with a
-//! stale fence). Together: two live reservations of one job never overlap.
+//! fencing: fences of one job are granted in increasing order, never twice (a reserve invoked
+//! after another's grant was acknowledged gets a larger fence; replies of concurrent reserves
+//! may arrive in any order); and no operation on a reservation succeeds after a newer
+//! reservation of the job was granted (a success with a stale fence). Together: two live
+//! reservations of one job never overlap.
 
 use super::Verdict;
 use crate::history::{Event, Kind, Op};
@@ -10,10 +12,15 @@ pub fn fencing(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
     // job → (fence, time the grant was acknowledged), in history order
     let mut grants: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    // process → invoke time of its reserve in flight
+    let mut reserving: BTreeMap<u64, u64> = BTreeMap::new();
     // (process, job, fence) → invoke time of the operation in flight
     let mut invoked: BTreeMap<(u64, &str, u64), u64> = BTreeMap::new();
     for e in history {
         match (&e.op, e.kind) {
+            (Op::Reserve { .. }, Kind::Invoke) => {
+                reserving.insert(e.process, e.time_ns);
+            }
             (
                 Op::Reserve {
                     job: Some(job),
@@ -21,14 +28,16 @@ pub fn fencing(history: &[Event]) -> Verdict {
                 },
                 Kind::Ok,
             ) => {
+                let invoked_at = reserving.remove(&e.process).unwrap_or(e.time_ns);
                 let g = grants.entry(job.as_str()).or_default();
-                if let Some(&(last, _)) = g.last() {
-                    if *fence <= last {
-                        v.violation(
-                            "fence_not_increasing",
-                            format!("job {job}: fence {fence} granted after fence {last}"),
-                        );
-                    }
+                let earlier = g
+                    .iter()
+                    .find(|&&(f, acked)| f == *fence || (*fence < f && acked < invoked_at));
+                if let Some(&(last, _)) = earlier {
+                    v.violation(
+                        "fence_not_increasing",
+                        format!("job {job}: fence {fence} granted after fence {last}"),
+                    );
                 }
                 g.push((*fence, e.time_ns));
                 v.count("reservations", 1);
@@ -76,7 +85,9 @@ pub fn fencing(history: &[Event]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checker::testkit::{archive_op, call, event, reserve_op, touch_op};
+    use crate::checker::testkit::{
+        archive_op, call, event, reserve_invocation, reserve_op, touch_op,
+    };
     use crate::checker::Validity;
 
     /// A reserve ok granting `fence` on `job` at `t`.
@@ -109,5 +120,20 @@ mod tests {
         // a fence granted twice
         let h = vec![grant("a", 3, 10), grant("a", 3, 20)];
         assert_eq!(fencing(&h).counts["fence_not_increasing"], 1);
+        // a reserve invoked after fence 5 was acknowledged got fence 4
+        let mut h = call(1, reserve_op("a", 5), Kind::Ok, 0, 10);
+        h.extend(call(2, reserve_op("a", 4), Kind::Ok, 20, 30));
+        assert_eq!(fencing(&h).counts["fence_not_increasing"], 1);
+    }
+
+    #[test]
+    fn replies_of_concurrent_reserves_may_arrive_out_of_order() {
+        // process 1's reserve (fence 5) is slow to answer; the lease ran out and process 2's
+        // reserve, invoked before that answer arrived, got fence 6 and answered first
+        let mut h = vec![event(1, Kind::Invoke, reserve_invocation(), 0)];
+        h.extend(call(2, reserve_op("a", 6), Kind::Ok, 5, 10));
+        h.push(event(1, Kind::Ok, reserve_op("a", 5), 20));
+        let v = fencing(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
     }
 }
