@@ -91,9 +91,10 @@ def expand(nem):
 
 
 def table(rows):
-    print("\n| # | nodes | workload | nemesis | seed | faults | exit | acked adds | lost | "
-          "dup | unknown→recovered | stale-fence refusals | max recovery (ms) | checkers false |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| # | nodes | workload | nemesis | seed | faults | exit | acked adds | lost | dup | "
+          "unknown→recovered | stale-fence refusals | p99 latency (ms) | longest write gap (ms) "
+          "| checkers false |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, n, w, nem, seed, code, took, res, test, where in rows:
         if res is None:
             print(f"| {i} | {n} | {w} | {nem} | {seed} | - | {code} | harness error: {where} |")
@@ -101,23 +102,18 @@ def table(rows):
         c = res["checkers"]
         tq = c.get("total-queue", {}).get("counts", {})
         av = c.get("availability", {})
+        counts = av.get("counts", {})
         faults = (av.get("details") or {}).get("faults", [])
-        rec = [f.get("recovery_ms") for f in faults if f.get("name") != "heal"]
-        rec = [x for x in rec if x is not None]
-        stale = av.get("counts", {})
-        refusals = sum(v for k, v in stale.items()
+        gaps = [f.get("longest_gap_ms") or 0 for f in faults if f.get("name") != "heal"]
+        refusals = sum(v for k, v in counts.items()
                        if k.split(".")[0] in ("archive", "touch", "release", "bury")
                        and k.endswith(".fail"))
         false = [k for k, v in c.items() if v["valid"] == "false"] or ["-"]
+        gap = f"{max(gaps):.0f}" if gaps else "-"
         print(f"| {i} | {n} | {w} | {nem} | {seed} | {len(test.get('schedule', []))} | {code} "
               f"| {tq.get('acknowledged', 0)} | {tq.get('lost', 0)} | {tq.get('duplicates', 0)} "
               f"| {tq.get('unknown', 0)}→{tq.get('recovered', 0)} | {refusals} "
-              f"| {max(rec) if rec else '-':.0f} | {', '.join(false)} |"
-              if rec else
-              f"| {i} | {n} | {w} | {nem} | {seed} | {len(test.get('schedule', []))} | {code} "
-              f"| {tq.get('acknowledged', 0)} | {tq.get('lost', 0)} | {tq.get('duplicates', 0)} "
-              f"| {tq.get('unknown', 0)}→{tq.get('recovered', 0)} | {refusals} | - "
-              f"| {', '.join(false)} |")
+              f"| {counts.get('latency_p99_ms', '-')} | {gap} | {', '.join(false)} |")
 
 
 if __name__ == "__main__":
