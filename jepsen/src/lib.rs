@@ -25,4 +25,5 @@ pub mod net;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod sim;
 pub mod workload;

@@ -1,0 +1,678 @@
+//! The simulated Raft layer: one log, replicas that hold a prefix of it, a leader that appends,
+//! replicates, commits by majority and answers its clients once it has applied an entry;
+//! elections with Raft's restriction (the winner's log is at least as long as those of a
+//! majority, so it holds every committed entry); snapshots; crashes and restarts.
+//!
+//! Every replica's log is a prefix of the one log [`World::log`]: a new leader truncates it to
+//! its own length (entries no majority held, and that it does not hold, are gone), so the
+//! prefix property holds without storing a log per replica.
+
+use super::{fsm_config, Ev, SimError, World};
+use crate::rng::Rng;
+use queue_fsm::snapshot::{Chunk, DEFAULT_CHUNK_BYTES};
+use queue_fsm::{Command, Fsm, MemStore, Outcome, Request};
+use std::collections::BTreeMap;
+
+/// Election timeout: how long followers wait after losing the leader (virtual ms).
+pub(super) const ELECTION_MS: (u64, u64) = (300, 800);
+/// Heartbeat period of the leader (it also re-sends what a follower misses).
+const HEARTBEAT_MS: u64 = 50;
+/// A follower this many entries behind the leader's applied index may get a snapshot.
+const SNAPSHOT_LAG: usize = 20;
+/// Chance per heartbeat that a lagging follower gets a snapshot rather than entries.
+const SNAPSHOT_CHANCE: f64 = 0.3;
+/// Chance that a message between replicas (append, ack, snapshot) is lost.
+const MSG_LOSS: f64 = 0.01;
+/// Chance that a reply to a client is lost (the client times out and retries).
+pub(super) const REPLY_LOSS: f64 = 0.04;
+/// Entries one apply step takes at most.
+const APPLY_BATCH: usize = 16;
+/// Chance that a replica restarting after a crash rebuilds from a peer's snapshot (else it
+/// replays its log from the first entry).
+const RESTART_FROM_SNAPSHOT: f64 = 0.5;
+
+/// One entry of the log: the leader's stamp and the requests it batched.
+pub(super) struct Entry {
+    pub term: u64,
+    pub stamp_ms: u64,
+    pub requests: Vec<Request>,
+}
+
+/// One replica. Its log (`log_len` entries of [`World::log`]) survives a crash; its state
+/// machine does not.
+pub(super) struct Replica {
+    pub up: bool,
+    /// Bumped at each crash and restart: messages to an earlier incarnation are dropped.
+    pub inc: u64,
+    pub fsm: Option<Fsm<MemStore>>,
+    /// Entries applied to `fsm` (the next to apply is `log[applied]`).
+    pub applied: usize,
+    pub log_len: usize,
+    /// The commit index this replica has learnt (volatile).
+    pub commit_known: usize,
+    pub apply_scheduled: bool,
+    /// Constant offset of this replica's clock.
+    pub skew_ms: i64,
+    /// Latency of this replica's link to the others (a far replica lags behind the leader,
+    /// and an election must not pick it when it lacks committed entries).
+    pub link_ms: u64,
+    /// The clock fault's jump (0 when none).
+    pub jump_ms: i64,
+}
+
+/// A client's attempt waiting for the outcome of its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Caller {
+    pub c: usize,
+    pub call: u64,
+    pub attempt: u32,
+}
+
+/// What only the current leader keeps.
+#[derive(Default)]
+pub(super) struct LeaderState {
+    /// Log length each replica acknowledged (the leader's own is the log's length).
+    pub match_len: Vec<usize>,
+    /// Requests not yet in an entry (group commit).
+    pub pending: Vec<(Request, Option<Caller>)>,
+    pub propose_scheduled: bool,
+    /// Entry index → (position in the entry, caller) of requests this leader appended.
+    pub waiting: BTreeMap<usize, Vec<(usize, Caller)>>,
+    /// A Tick is queued or in the log and not yet applied by the leader.
+    pub tick_inflight: bool,
+    pub tick_index: Option<usize>,
+    /// Index of this term's RenewLeases, and whether the leader has applied it.
+    pub renew_index: Option<usize>,
+    pub renewed: bool,
+}
+
+impl World {
+    pub(super) fn majority(&self) -> usize {
+        self.reps.len() / 2 + 1
+    }
+
+    pub(super) fn connected(&self, a: usize, b: usize) -> bool {
+        self.side[a] == self.side[b]
+    }
+
+    /// Replica `r`'s wall clock (what it stamps entries with and times leases by).
+    pub(super) fn clock(&self, r: usize) -> u64 {
+        let rep = &self.reps[r];
+        (super::BASE_CLOCK_MS as i64 + self.now as i64 + rep.skew_ms + rep.jump_ms).max(0) as u64
+    }
+
+    /// The side of the partition whose live replicas form a majority, if any.
+    pub(super) fn majority_side(&self) -> Option<u8> {
+        let mut up: BTreeMap<u8, usize> = BTreeMap::new();
+        for (i, r) in self.reps.iter().enumerate() {
+            if r.up {
+                *up.entry(self.side[i]).or_default() += 1;
+            }
+        }
+        up.into_iter()
+            .find(|&(_, n)| n >= self.majority())
+            .map(|(s, _)| s)
+    }
+
+    /// A leader that is up and reaches a majority.
+    pub(super) fn leader_healthy(&self) -> bool {
+        match self.leader {
+            Some(l) => self.reps[l].up && self.majority_side() == Some(self.side[l]),
+            None => false,
+        }
+    }
+
+    /// One message's delay between the leader and follower `f` (its link's latency plus
+    /// jitter).
+    fn link_delay(&mut self, f: usize) -> u64 {
+        self.reps[f].link_ms + Self::net_delay(&mut self.rng_net)
+    }
+
+    pub(super) fn net_delay(rng: &mut Rng) -> u64 {
+        if rng.chance(0.03) {
+            rng.range(10, 60)
+        } else {
+            rng.range(1, 5)
+        }
+    }
+
+    /// Schedules an election in `lo..=hi` ms, unless one is pending.
+    pub(super) fn schedule_election(&mut self, lo: u64, hi: u64) {
+        if !self.election_pending {
+            self.election_pending = true;
+            let t = self.now + self.rng_raft.range(lo, hi);
+            self.q.at(t, Ev::Election);
+        }
+    }
+
+    /// An election timeout fired: unless the leader is fine, the majority side elects one of
+    /// its replicas whose log is at least as long as those of a majority of the cluster.
+    pub(super) fn on_election(&mut self) -> Result<(), SimError> {
+        self.election_pending = false;
+        if self.leader_healthy() {
+            return Ok(());
+        }
+        let Some(side) = self.majority_side() else {
+            self.schedule_election(300, 600);
+            return Ok(());
+        };
+        let voters: Vec<usize> = (0..self.reps.len())
+            .filter(|&i| self.reps[i].up && self.side[i] == side)
+            .collect();
+        let candidates: Vec<usize> = if self.bugs.elect_without_committed_log {
+            // planted: the shortest log wins, whatever it lacks
+            let shortest = voters.iter().map(|&i| self.reps[i].log_len).min();
+            voters
+                .iter()
+                .copied()
+                .filter(|&i| Some(self.reps[i].log_len) == shortest)
+                .collect()
+        } else {
+            voters
+                .iter()
+                .copied()
+                .filter(|&c| {
+                    let len = self.reps[c].log_len;
+                    let votes = voters
+                        .iter()
+                        .filter(|&&v| self.reps[v].log_len <= len)
+                        .count();
+                    votes >= self.majority()
+                })
+                .collect()
+        };
+        if candidates.is_empty() {
+            self.schedule_election(300, 600);
+            return Ok(());
+        }
+        let c = candidates[self.rng_raft.below(candidates.len())];
+        self.become_leader(c);
+        Ok(())
+    }
+
+    /// Ends the current leadership: requests it holds get "outcome unknown" when the old
+    /// leader is still up (it tells its clients), nothing when it crashed (they time out).
+    pub(super) fn depose(&mut self) {
+        let Some(old) = self.leader.take() else {
+            return;
+        };
+        let lead = std::mem::take(&mut self.lead);
+        let mut callers: Vec<Caller> = lead
+            .waiting
+            .into_values()
+            .flatten()
+            .map(|(_, c)| c)
+            .collect();
+        callers.extend(lead.pending.into_iter().filter_map(|(_, c)| c));
+        if self.reps[old].up {
+            for c in callers {
+                self.send_reply(c, Err("leader changed: outcome unknown".into()));
+            }
+        }
+    }
+
+    fn become_leader(&mut self, c: usize) {
+        self.depose();
+        self.term += 1;
+        self.stats.elections += 1;
+        let len = self.reps[c].log_len;
+        if len < self.log.len() {
+            self.stats.truncated_entries += (self.log.len() - len) as u64;
+            self.log.truncate(len);
+        }
+        for r in &mut self.reps {
+            r.log_len = r.log_len.min(len);
+            r.commit_known = r.commit_known.min(len);
+        }
+        // only the planted bug can elect a leader without every committed entry
+        self.commit = self.commit.min(len);
+        self.leader = Some(c);
+        let mut match_len = vec![0; self.reps.len()];
+        match_len[c] = len;
+        self.lead = LeaderState {
+            match_len,
+            ..LeaderState::default()
+        };
+        // like the real node: a new leader first restarts every live lease
+        self.lead
+            .pending
+            .push((Request::new(None, Command::RenewLeases), None));
+        self.lead.propose_scheduled = true;
+        self.q.at(self.now, Ev::Propose { term: self.term });
+        self.q.at(self.now, Ev::Heartbeat { term: self.term });
+    }
+
+    /// A client's request reached node `node`.
+    pub(super) fn on_arrive(&mut self, caller: Caller, node: usize, req: Request) {
+        if !self.reps[node].up {
+            self.send_reply(caller, Err(format!("n{}: connection refused", node + 1)));
+            return;
+        }
+        if self.leader != Some(node) {
+            let hint = self
+                .leader
+                .map_or("none".to_string(), |l| format!("n{}", l + 1));
+            self.send_reply(
+                caller,
+                Err(format!("n{}: not the leader (leader: {hint})", node + 1)),
+            );
+            return;
+        }
+        self.lead.pending.push((req, Some(caller)));
+        self.schedule_propose();
+    }
+
+    fn schedule_propose(&mut self) {
+        if !self.lead.propose_scheduled {
+            self.lead.propose_scheduled = true;
+            // the group-commit window
+            let t = self.now + self.rng_raft.range(0, 2);
+            self.q.at(t, Ev::Propose { term: self.term });
+        }
+    }
+
+    /// The leader appends what is pending as one entry stamped with its clock.
+    pub(super) fn on_propose(&mut self, term: u64) {
+        if term != self.term {
+            return;
+        }
+        self.lead.propose_scheduled = false;
+        let Some(l) = self.leader else {
+            return;
+        };
+        if !self.reps[l].up || self.lead.pending.is_empty() {
+            return;
+        }
+        let idx = self.log.len();
+        let pending = std::mem::take(&mut self.lead.pending);
+        let mut requests = Vec::with_capacity(pending.len());
+        for (pos, (req, caller)) in pending.into_iter().enumerate() {
+            match req.cmd {
+                Command::Tick => self.lead.tick_index = Some(idx),
+                Command::RenewLeases => self.lead.renew_index = Some(idx),
+                _ => {}
+            }
+            if let Some(c) = caller {
+                self.lead.waiting.entry(idx).or_default().push((pos, c));
+            }
+            requests.push(req);
+        }
+        let stamp_ms = self.clock(l);
+        self.log.push(Entry {
+            term,
+            stamp_ms,
+            requests,
+        });
+        self.reps[l].log_len = self.log.len();
+        self.lead.match_len[l] = self.log.len();
+        for f in 0..self.reps.len() {
+            self.send_append(f);
+        }
+        self.recompute_commit();
+    }
+
+    /// The leader sends follower `f` everything it lacks, with the leader's commit index.
+    fn send_append(&mut self, f: usize) {
+        let Some(l) = self.leader else {
+            return;
+        };
+        if f == l || !self.reps[f].up || !self.connected(l, f) || self.rng_net.chance(MSG_LOSS) {
+            return;
+        }
+        let t = self.now + self.link_delay(f);
+        self.q.at(
+            t,
+            Ev::Append {
+                to: f,
+                inc: self.reps[f].inc,
+                term: self.term,
+                upto: self.log.len(),
+                commit: self.reps[l].commit_known,
+            },
+        );
+    }
+
+    /// Whether a message of `term` from the leader to `to` (incarnation `inc`) is delivered.
+    fn deliverable(&self, to: usize, inc: u64, term: u64) -> Option<usize> {
+        let l = self.leader?;
+        let ok = term == self.term
+            && self.reps[l].up
+            && self.reps[to].up
+            && self.reps[to].inc == inc
+            && self.connected(l, to);
+        ok.then_some(l)
+    }
+
+    pub(super) fn on_append(&mut self, to: usize, inc: u64, term: u64, upto: usize, commit: usize) {
+        if self.deliverable(to, inc, term).is_none() {
+            return;
+        }
+        let r = &mut self.reps[to];
+        r.log_len = r.log_len.max(upto.min(self.log.len()));
+        r.commit_known = r.commit_known.max(commit.min(r.log_len));
+        let len = r.log_len;
+        self.schedule_apply(to);
+        self.send_ack(to, len);
+    }
+
+    fn send_ack(&mut self, from: usize, len: usize) {
+        if self.rng_net.chance(MSG_LOSS) {
+            return;
+        }
+        let t = self.now + self.link_delay(from);
+        self.q.at(
+            t,
+            Ev::Ack {
+                from,
+                term: self.term,
+                len,
+            },
+        );
+    }
+
+    pub(super) fn on_ack(&mut self, from: usize, term: u64, len: usize) {
+        let Some(l) = self.leader else {
+            return;
+        };
+        if term != self.term || !self.reps[l].up || !self.connected(l, from) {
+            return;
+        }
+        let m = &mut self.lead.match_len[from];
+        *m = (*m).max(len.min(self.log.len()));
+        self.recompute_commit();
+    }
+
+    /// Commits the longest prefix a majority holds, if its last entry is of this term.
+    fn recompute_commit(&mut self) {
+        let Some(l) = self.leader else {
+            return;
+        };
+        let mut lens: Vec<usize> = (0..self.reps.len())
+            .map(|i| {
+                if i == l {
+                    self.log.len()
+                } else {
+                    self.lead.match_len[i]
+                }
+            })
+            .collect();
+        lens.sort_unstable_by(|a, b| b.cmp(a));
+        let cand = lens[self.majority() - 1];
+        if cand > self.commit && self.log[cand - 1].term == self.term {
+            self.commit = cand;
+            self.reps[l].commit_known = cand;
+            self.schedule_apply(l);
+            // followers learn the new commit index right away
+            for f in 0..self.reps.len() {
+                self.send_append(f);
+            }
+        }
+    }
+
+    /// What replica `r` may apply: committed entries (as far as it knows) that it holds.
+    fn apply_limit(&self, r: usize) -> usize {
+        let rep = &self.reps[r];
+        rep.commit_known.min(rep.log_len).min(self.log.len())
+    }
+
+    pub(super) fn schedule_apply(&mut self, r: usize) {
+        let limit = self.apply_limit(r);
+        let rep = &self.reps[r];
+        if !rep.up || rep.apply_scheduled || rep.applied >= limit {
+            return;
+        }
+        let lag = if self.leader == Some(r) {
+            self.rng_raft.range(0, 2)
+        } else if self.rng_raft.chance(0.05) {
+            // a slow replica now and then
+            self.rng_raft.range(50, 250)
+        } else {
+            self.rng_raft.range(0, 20)
+        };
+        self.reps[r].apply_scheduled = true;
+        let inc = self.reps[r].inc;
+        self.q.at(self.now + lag, Ev::Apply { r, inc });
+    }
+
+    /// Replica `r` applies committed entries in order; the leader answers its callers.
+    pub(super) fn on_apply(&mut self, r: usize, inc: u64) -> Result<(), SimError> {
+        if !self.reps[r].up || self.reps[r].inc != inc {
+            return Ok(());
+        }
+        self.reps[r].apply_scheduled = false;
+        let limit = self.apply_limit(r);
+        let is_leader = self.leader == Some(r);
+        let mut n = 0;
+        while self.reps[r].applied < limit && n < APPLY_BATCH {
+            n += 1;
+            let idx = self.reps[r].applied;
+            let entry = &self.log[idx];
+            let (stamp, requests) = (entry.stamp_ms, entry.requests.clone());
+            let twice = self.bugs.reapply_entry && !is_leader && self.rng_raft.chance(0.05);
+            let fsm = self.reps[r]
+                .fsm
+                .as_mut()
+                .ok_or_else(|| SimError::Model(format!("n{} is up without a state", r + 1)))?;
+            let applied = if twice {
+                // planted: the entry is applied a second time
+                fsm.apply_entry(stamp, requests.clone(), Vec::new())?;
+                fsm.apply_entry(stamp, requests, Vec::new())?
+            } else {
+                fsm.apply_entry(stamp, requests, Vec::new())?
+            };
+            self.reps[r].applied += 1;
+            self.stats.applied_entries += 1;
+            if is_leader {
+                if let Some(callers) = self.lead.waiting.remove(&idx) {
+                    for (pos, c) in callers {
+                        let outcome: Outcome = match applied.outcomes.get(pos) {
+                            Some(o) => o.clone(),
+                            None => {
+                                return Err(SimError::Model(format!(
+                                    "entry {idx} has no outcome for request {pos}"
+                                )))
+                            }
+                        };
+                        self.send_reply(c, Ok(outcome));
+                    }
+                }
+                if self.lead.tick_index == Some(idx) {
+                    self.lead.tick_index = None;
+                    self.lead.tick_inflight = false;
+                }
+                if self.lead.renew_index == Some(idx) {
+                    self.lead.renewed = true;
+                }
+            }
+        }
+        self.schedule_apply(r);
+        if is_leader {
+            self.maybe_tick()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a reply to a client (it may be lost).
+    pub(super) fn send_reply(&mut self, c: Caller, reply: Result<Outcome, String>) {
+        if self.rng_net.chance(REPLY_LOSS) {
+            self.stats.lost_replies += 1;
+            return;
+        }
+        let t = self.now + Self::net_delay(&mut self.rng_net);
+        self.q.at(
+            t,
+            Ev::Reply {
+                caller: c,
+                reply: Box::new(reply),
+            },
+        );
+    }
+
+    /// The leader's timer: proposes Tick once its state machine's next deadline has passed by
+    /// its own clock (after this term's RenewLeases, like the real node's ticker).
+    pub(super) fn maybe_tick(&mut self) -> Result<(), SimError> {
+        let Some(l) = self.leader else {
+            return Ok(());
+        };
+        if !self.reps[l].up || !self.lead.renewed || self.lead.tick_inflight {
+            return Ok(());
+        }
+        let now = self.clock(l);
+        let Some(fsm) = self.reps[l].fsm.as_mut() else {
+            return Ok(());
+        };
+        if fsm.next_deadline()?.is_some_and(|d| d <= now) {
+            self.lead.tick_inflight = true;
+            self.lead
+                .pending
+                .push((Request::new(None, Command::Tick), None));
+            self.schedule_propose();
+        }
+        Ok(())
+    }
+
+    /// The leader re-sends to every follower what it lacks (a snapshot to one far behind, now
+    /// and then), checks its timers, and notices when it no longer reaches a majority.
+    pub(super) fn on_heartbeat(&mut self, term: u64) -> Result<(), SimError> {
+        let Some(l) = self.leader else {
+            return Ok(());
+        };
+        if term != self.term || !self.reps[l].up {
+            return Ok(());
+        }
+        for f in 0..self.reps.len() {
+            if f == l || !self.reps[f].up || !self.connected(l, f) {
+                continue;
+            }
+            let leader_applied = self.reps[l].applied;
+            let behind = self.lead.match_len[f] + SNAPSHOT_LAG < leader_applied
+                && self.reps[f].applied + SNAPSHOT_LAG < leader_applied;
+            if behind && self.rng_raft.chance(SNAPSHOT_CHANCE) {
+                self.send_snapshot(l, f)?;
+            } else {
+                self.send_append(f);
+            }
+        }
+        self.maybe_tick()?;
+        if !self.leader_healthy() {
+            self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
+        }
+        self.q.at(self.now + HEARTBEAT_MS, Ev::Heartbeat { term });
+        Ok(())
+    }
+
+    fn export(&self, r: usize) -> Result<(usize, Vec<Chunk>), SimError> {
+        let rep = &self.reps[r];
+        let fsm = rep
+            .fsm
+            .as_ref()
+            .ok_or_else(|| SimError::Model(format!("n{} has no state to export", r + 1)))?;
+        let chunks = fsm
+            .export(DEFAULT_CHUNK_BYTES)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rep.applied, chunks))
+    }
+
+    fn send_snapshot(&mut self, l: usize, f: usize) -> Result<(), SimError> {
+        if self.rng_net.chance(MSG_LOSS) {
+            return Ok(());
+        }
+        let (index, chunks) = self.export(l)?;
+        let t = self.now + self.link_delay(f) + 5;
+        self.q.at(
+            t,
+            Ev::Snapshot {
+                to: f,
+                inc: self.reps[f].inc,
+                term: self.term,
+                index,
+                chunks,
+            },
+        );
+        Ok(())
+    }
+
+    /// Replaces replica `r`'s state with a snapshot taken at `index`.
+    fn install(&mut self, r: usize, index: usize, chunks: Vec<Chunk>) -> Result<(), SimError> {
+        let mut fsm = Fsm::open(MemStore::default(), fsm_config())?;
+        fsm.import(chunks)?;
+        let rep = &mut self.reps[r];
+        rep.fsm = Some(fsm);
+        // planted: off by one, the entry at `index` is never applied
+        rep.applied = index + usize::from(self.bugs.skip_entry_after_snapshot);
+        rep.log_len = rep.log_len.max(index);
+        rep.commit_known = rep.commit_known.max(index);
+        self.stats.snapshots_installed += 1;
+        Ok(())
+    }
+
+    pub(super) fn on_snapshot(
+        &mut self,
+        to: usize,
+        inc: u64,
+        term: u64,
+        index: usize,
+        chunks: Vec<Chunk>,
+    ) -> Result<(), SimError> {
+        if self.deliverable(to, inc, term).is_none() || self.reps[to].applied >= index {
+            return Ok(());
+        }
+        self.install(to, index, chunks)?;
+        let len = self.reps[to].log_len;
+        self.schedule_apply(to);
+        self.send_ack(to, len);
+        Ok(())
+    }
+
+    /// Crashes replica `r`: its state machine is gone, its log stays.
+    pub(super) fn crash(&mut self, r: usize) {
+        let rep = &mut self.reps[r];
+        rep.up = false;
+        rep.inc += 1;
+        rep.fsm = None;
+        rep.applied = 0;
+        rep.commit_known = 0;
+        rep.apply_scheduled = false;
+        self.stats.crashes += 1;
+        if self.leader == Some(r) {
+            self.depose();
+            self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
+        }
+    }
+
+    /// Restarts replica `r`: a new state machine, rebuilt from a peer's snapshot or by
+    /// replaying its log from the first entry.
+    pub(super) fn restart(&mut self, r: usize) -> Result<(), SimError> {
+        let donors: Vec<usize> = (0..self.reps.len())
+            .filter(|&d| {
+                d != r
+                    && self.reps[d].up
+                    && self.reps[d].applied > 0
+                    && self.reps[d].fsm.is_some()
+                    && self.connected(r, d)
+            })
+            .collect();
+        let from_snapshot = !donors.is_empty() && self.rng_raft.chance(RESTART_FROM_SNAPSHOT);
+        let fsm = Fsm::open(MemStore::default(), fsm_config())?;
+        {
+            let rep = &mut self.reps[r];
+            rep.up = true;
+            rep.inc += 1;
+            rep.applied = 0;
+            rep.commit_known = 0;
+            rep.apply_scheduled = false;
+            rep.fsm = Some(fsm);
+        }
+        if from_snapshot {
+            let d = donors[self.rng_raft.below(donors.len())];
+            let (index, chunks) = self.export(d)?;
+            self.install(r, index, chunks)?;
+        } else {
+            self.stats.restarts_replayed += 1;
+        }
+        if !self.leader_healthy() {
+            self.schedule_election(50, 200);
+        }
+        Ok(())
+    }
+}
