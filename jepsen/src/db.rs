@@ -42,6 +42,10 @@ struct NodeProc {
     child: Option<Child>,
     paused: bool,
     options: NodeOptions,
+    /// Removed from the cluster (stopped, data wiped) by the membership nemesis.
+    removed: bool,
+    /// Starts without `--peers` (it was wiped and waits to be added back).
+    joins: bool,
 }
 
 pub struct Cluster {
@@ -54,6 +58,8 @@ pub struct Cluster {
     nodes: Vec<NodeProc>,
     /// One admin client per node, talking to that node only.
     admin: Vec<Client>,
+    /// A client of every node (follows the leader), for membership changes.
+    all: Client,
 }
 
 impl Cluster {
@@ -83,6 +89,19 @@ impl Cluster {
                     .map_err(|e| e.to_string())?,
             );
         }
+        let all_config = ClientConfig {
+            deadline: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
+            ..admin_config.clone()
+        };
+        let all = Client::new(
+            net.hosts
+                .iter()
+                .map(|h| format!("{}:{PORT}", h.ip))
+                .collect(),
+            all_config,
+        )
+        .map_err(|e| e.to_string())?;
         let mut c = Cluster {
             net,
             dir: dir.to_path_buf(),
@@ -95,9 +114,12 @@ impl Cluster {
                     child: None,
                     paused: false,
                     options: options.clone(),
+                    removed: false,
+                    joins: false,
                 })
                 .collect(),
             admin,
+            all,
         };
         for i in 0..n {
             c.start_node(i)?;
@@ -154,8 +176,6 @@ impl Cluster {
             .arg(self.dir.join(format!("node-{}", i + 1)))
             .arg("--token-file")
             .arg(&self.token_file)
-            .arg("--peers")
-            .arg(self.peers())
             .arg(format!("--clock-offset-ms={}", o.clock_offset_ms))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -163,6 +183,9 @@ impl Cluster {
             .stderr(err);
         if o.power_loss {
             cmd.arg("--power-loss-sim");
+        }
+        if !self.nodes[i].joins {
+            cmd.arg("--peers").arg(self.peers());
         }
         let child = cmd
             .spawn()
@@ -254,6 +277,44 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Removes node `i` from the cluster, stops it and wipes its data (the membership
+    /// nemesis); returns the voters after the change.
+    pub async fn remove_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
+        let voters = self
+            .all
+            .remove_node(i as u64 + 1)
+            .await
+            .map_err(|e| format!("removing n{}: {e}", i + 1))?;
+        self.kill_node(i);
+        let data = self.dir.join(format!("node-{}", i + 1));
+        std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        self.nodes[i].removed = true;
+        self.nodes[i].joins = true;
+        Ok(voters)
+    }
+
+    /// Starts removed node `i` empty and adds it back; returns the voters after the change.
+    pub async fn readd_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
+        self.start_node(i)?;
+        let voters = self
+            .all
+            .add_node(i as u64 + 1, self.addr(i), Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("adding n{} back: {e}", i + 1))?;
+        self.nodes[i].removed = false;
+        Ok(voters)
+    }
+
+    /// Adds back every node still removed (the final heal).
+    pub async fn readd_removed(&mut self) -> Result<(), String> {
+        for i in 0..self.len() {
+            if self.nodes[i].removed {
+                self.readd_member(i).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every node's digest (None when it did not answer).

@@ -39,8 +39,8 @@ pub const NEMESES: &[(&str, &str)] = &[
     ),
     (
         "membership",
-        "remove and re-add a node: reported as skipped (the cluster has no membership changes \
-         yet)",
+        "remove a node (one, or the leader) from the cluster, stop it and wipe its data; later \
+         start it empty and add it back (it catches up as a learner, then votes)",
     ),
 ];
 
@@ -73,6 +73,7 @@ pub enum Fault {
     PacketLoss { percent: u32 },
     Clock { offset_ms: i64 },
     Power { target: Target },
+    Membership { target: Target },
 }
 
 impl Fault {
@@ -84,6 +85,7 @@ impl Fault {
             Fault::PacketLoss { .. } => "packet-loss",
             Fault::Clock { .. } => "clock",
             Fault::Power { .. } => "power",
+            Fault::Membership { .. } => "membership",
         }
     }
 }
@@ -156,6 +158,9 @@ fn draw(name: &str, nodes: usize, rng: &mut Rng) -> Option<Fault> {
         "power" => Fault::Power {
             target: pick(rng, &[Target::One, Target::Minority, Target::All]),
         },
+        "membership" => Fault::Membership {
+            target: pick(rng, &[Target::One, Target::Leader]),
+        },
         _ => return None,
     })
 }
@@ -192,6 +197,8 @@ pub fn schedule(nemeses: &[String], nodes: usize, time_limit_ms: u64, rng: &mut 
 /// What a fault in force changed, to undo it.
 pub enum Active {
     Killed(Vec<usize>),
+    /// Removed from the membership, stopped and wiped.
+    Removed(usize),
     Paused(Vec<usize>),
     Net,
     Clock(usize),
@@ -293,6 +300,14 @@ pub async fn start(
             }
             Ok((Active::Net, format!("{percent}% loss between all nodes")))
         }
+        Fault::Membership { target } => {
+            let i = targets(c, *target, rng).await[0];
+            let voters = c.remove_member(i).await?;
+            Ok((
+                Active::Removed(i),
+                format!("removed n{}, stopped, data wiped; voters {voters:?}", i + 1),
+            ))
+        }
         Fault::Clock { offset_ms } => {
             let i = rng.below(n);
             let o = NodeOptions {
@@ -309,8 +324,15 @@ pub async fn start(
 }
 
 /// Undoes a fault.
-pub fn stop(c: &mut Cluster, active: Active, normal: &NodeOptions) -> Result<String, String> {
+pub async fn stop(c: &mut Cluster, active: Active, normal: &NodeOptions) -> Result<String, String> {
     match active {
+        Active::Removed(i) => {
+            let voters = c.readd_member(i).await?;
+            Ok(format!(
+                "n{} started empty and added back; voters {voters:?}",
+                i + 1
+            ))
+        }
         Active::Killed(v) => {
             for &i in &v {
                 c.start_node(i)?;
@@ -367,8 +389,15 @@ mod tests {
         assert_eq!(parse("all").unwrap().len(), NEMESES.len());
         let e = parse("kill,flood").unwrap_err();
         assert!(e.contains("\"flood\"") && e.contains("packet-loss"), "{e}");
-        // membership is accepted but never scheduled
-        assert!(schedule(&parse("membership").unwrap(), 3, 60_000, &mut Rng::new(1)).is_empty());
+        // membership removes one node or the leader
+        let m = schedule(&parse("membership").unwrap(), 3, 60_000, &mut Rng::new(1));
+        assert!(!m.is_empty());
+        assert!(m.iter().all(|s| matches!(
+            s.fault,
+            Fault::Membership {
+                target: Target::One | Target::Leader
+            }
+        )));
         // a ring needs 5 nodes
         let s = schedule(&parse("partition").unwrap(), 3, 600_000, &mut Rng::new(3));
         assert!(s

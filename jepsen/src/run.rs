@@ -162,20 +162,6 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
     }
     let cluster = Arc::new(Mutex::new(cluster));
     let rec = Arc::new(Recorder::new());
-    if o.nemeses.iter().any(|n| n == "membership") {
-        rec.record(
-            NEMESIS,
-            0,
-            Kind::Info,
-            Op::Fault {
-                name: "membership".into(),
-                action: "skipped".into(),
-                detail: "the cluster has no membership changes yet".into(),
-            },
-            None,
-        );
-    }
-
     // the workload
     let settings = Settings::for_workload(&o.workload);
     let (adders, workers) = match o.workload.as_str() {
@@ -266,7 +252,7 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
                 None,
             );
             let mut c = cluster.lock().await;
-            match nemesis::stop(&mut c, active, &normal) {
+            match nemesis::stop(&mut c, active, &normal).await {
                 Ok(detail) => rec.record(NEMESIS, 0, Kind::Ok, invoke("stop", detail), None),
                 Err(e) => rec.record(
                     NEMESIS,
@@ -299,6 +285,7 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
         let mut c = cluster.lock().await;
         c.net.heal()?;
         c.heal_processes(&normal)?;
+        c.readd_removed().await?;
     }
     rec.record(
         NEMESIS,

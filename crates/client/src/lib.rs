@@ -483,6 +483,40 @@ impl Client {
         Ok(())
     }
 
+    fn admin(&self, ch: Channel) -> AdminClient<AuthChannel> {
+        AdminClient::with_interceptor(ch, self.auth.clone())
+    }
+
+    /// Adds node `id` at `addr` (host:port) to the cluster; returns the voters after the change.
+    /// Waits (up to `catch_up`) while the new node catches up as a learner.
+    pub async fn add_node(
+        &self,
+        id: u64,
+        addr: String,
+        catch_up: Duration,
+    ) -> Result<Vec<u64>, ClientError> {
+        let req = pb::AddNodeRequest { id, addr };
+        let r = self
+            .call(catch_up, |ch| {
+                let mut c = self.admin(ch);
+                let req = req.clone();
+                async move { c.add_node(req).await }
+            })
+            .await?;
+        Ok(r.voters)
+    }
+
+    /// Removes voter `id` from the cluster; returns the voters after the change.
+    pub async fn remove_node(&self, id: u64) -> Result<Vec<u64>, ClientError> {
+        let r = self
+            .call(Duration::ZERO, |ch| {
+                let mut c = self.admin(ch);
+                async move { c.remove_node(pb::RemoveNodeRequest { id }).await }
+            })
+            .await?;
+        Ok(r.voters)
+    }
+
     /// State digest of one node.
     pub async fn digest_of(&self, node: usize) -> Result<pb::DigestResponse, Status> {
         let ch = self

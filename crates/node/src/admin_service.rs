@@ -2,9 +2,12 @@
 
 use crate::node::Node;
 use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use raftq_proto::pb;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 pub struct AdminService {
@@ -21,8 +24,129 @@ fn role(s: ServerState) -> &'static str {
     }
 }
 
+type WriteError = RaftError<raft_store::TypeConfig, ClientWriteError<raft_store::TypeConfig>>;
+
+impl AdminService {
+    /// The voters, and every member (voters and learners) with its address.
+    fn members(&self) -> (BTreeSet<u64>, Vec<(u64, String)>) {
+        let m = self
+            .node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        let voters = m.membership().voter_ids().collect();
+        let nodes = m
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        (voters, nodes)
+    }
+
+    fn voters(&self) -> pb::MembershipResponse {
+        pb::MembershipResponse {
+            voters: self.members().0.into_iter().collect(),
+        }
+    }
+
+    /// A membership change that failed: not the leader → UNAVAILABLE with the leader's
+    /// address; a change openraft refuses (one in progress, ...) → FAILED_PRECONDITION.
+    fn change_error(&self, e: WriteError) -> Status {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                let mut s =
+                    Status::unavailable("not the leader; membership changes go to the leader");
+                if let Some(addr) = f.leader_id.and_then(|l| self.node.node_addr(l)) {
+                    if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
+                        s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
+                    }
+                }
+                s
+            }
+            RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
+            RaftError::Fatal(e) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// Checks an AddNode request: a non-zero id and a host:port address.
+fn check_add(r: &pb::AddNodeRequest) -> Result<(), Status> {
+    if r.id == 0 {
+        return Err(Status::invalid_argument("id: must be 1 or more"));
+    }
+    let port_ok = r
+        .addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        return Err(Status::invalid_argument(format!(
+            "addr: {:?} is not HOST:PORT (the address the other nodes reach the new node at)",
+            r.addr
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = request.into_inner();
+        check_add(&r)?;
+        let (voters, nodes) = self.members();
+        if voters.contains(&r.id) {
+            return Ok(Response::new(self.voters()));
+        }
+        if let Some((_, addr)) = nodes.iter().find(|(id, a)| *id == r.id && *a != r.addr) {
+            return Err(Status::failed_precondition(format!(
+                "node {} is already a learner at {addr}; remove it first to change its address",
+                r.id
+            )));
+        }
+        tracing::info!(id = r.id, addr = %r.addr, "adding a node: learner first");
+        self.node
+            .raft
+            .add_learner(r.id, BasicNode { addr: r.addr }, true)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        tracing::info!(id = r.id, "the new node caught up; making it a voter");
+        self.node
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])), false)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        Ok(Response::new(self.voters()))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let id = request.into_inner().id;
+        let (voters, _) = self.members();
+        if !voters.contains(&id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a voter of this cluster (voters: {voters:?})"
+            )));
+        }
+        if voters.len() == 1 {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is the only voter; a cluster needs at least one"
+            )));
+        }
+        tracing::info!(id, "removing a node");
+        self.node
+            .raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| self.change_error(e))?;
+        Ok(Response::new(self.voters()))
+    }
+
     async fn cluster_status(
         &self,
         _request: Request<pb::ClusterStatusRequest>,

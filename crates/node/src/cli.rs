@@ -268,6 +268,28 @@ enum ClusterCmd {
         #[command(flatten)]
         cluster: ClusterArg,
     },
+    /// Add a node: start it first with `raftq node --id ID --listen ADDR` (no --peers); it
+    /// catches up as a learner, then becomes a voter.
+    AddNode {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        /// The new node's id (unique in the cluster).
+        #[arg(long)]
+        id: u64,
+        /// HOST:PORT the other nodes reach it at (its --listen address).
+        #[arg(long)]
+        addr: String,
+        /// How long to wait for it to catch up, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Remove a voter from the cluster (then stop it; its data is no longer needed).
+    RemoveNode {
+        #[command(flatten)]
+        cluster: ClusterArg,
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -320,6 +342,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(e) => println!("{addr}: {}", e.message()),
                 }
             }
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::AddNode {
+            cluster,
+            id,
+            addr,
+            timeout,
+        }) => {
+            let client = client(&cluster)?;
+            eprintln!("adding node {id} at {addr}: it joins as a learner and catches up first");
+            let voters = client
+                .add_node(id, addr, Duration::from_secs(timeout))
+                .await?;
+            println!("node {id} added; voters: {voters:?}");
+            Ok(())
+        }
+        Cmd::Cluster(ClusterCmd::RemoveNode { cluster, id }) => {
+            let voters = client(&cluster)?.remove_node(id).await?;
+            println!("node {id} removed; voters: {voters:?}");
             Ok(())
         }
         Cmd::Bench(a) => crate::bench::run(a).await,

@@ -11,6 +11,8 @@ pub struct LocalNode {
     pub id: u64,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// Started without `--peers`: it waits to be added (`raftq cluster add-node`).
+    pub joins: bool,
     child: Option<Child>,
 }
 
@@ -70,6 +72,7 @@ impl LocalCluster {
                 id: i as u64 + 1,
                 addr,
                 data_dir: dir.join(format!("node-{}", i + 1)),
+                joins: false,
                 child: None,
             })
             .collect();
@@ -105,6 +108,20 @@ impl LocalCluster {
             .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
             .collect::<std::io::Result<Vec<_>>>()?;
         LocalCluster::new(exe, dir, addrs, config)
+    }
+
+    /// Describes (does not start) one more node on a free loopback port, to be added to the
+    /// running cluster; returns its id.
+    pub fn add_joiner(&mut self) -> std::io::Result<u64> {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(LocalNode {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()?),
+            data_dir: self.dir.join(format!("node-{id}")),
+            joins: true,
+            child: None,
+        });
+        Ok(id)
     }
 
     pub fn start_all(&mut self) -> std::io::Result<()> {
@@ -155,11 +172,12 @@ impl LocalCluster {
             .arg(&n.addr)
             .arg("--data-dir")
             .arg(&n.data_dir)
-            .arg("--peers")
-            .arg(peers)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if !n.joins {
+            cmd.arg("--peers").arg(peers);
+        }
         if detach {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
