@@ -25,6 +25,8 @@ MATRIX = [
     (3, "ordering", "kill,partition", 12),
     (5, "lease", "all", 13),
     (3, "queue", "all", 14),
+    (3, "queue", "membership", 15),
+    (5, "lease", "membership,kill", 16),
 ]
 
 
