@@ -39,6 +39,24 @@ async fn a_node_joins_and_the_leader_leaves() {
     let leader = cluster.leader(Duration::from_secs(30)).await;
     let voters = client.remove_node(leader).await.unwrap();
     assert!(!voters.contains(&leader) && voters.len() == 3, "{voters:?}");
+    // the removed node knows no leader any more and serves nothing
+    let removed = cluster
+        .client_of(leader)
+        .cluster_status_of(0)
+        .await
+        .unwrap();
+    assert_eq!(removed.leader, 0, "{removed:?}");
+    let short = raftq_client::ClientConfig {
+        deadline: Duration::from_secs(2),
+        ..cluster.local.client_config()
+    };
+    let only_removed = raftq_client::Client::new(vec![cluster.addr(leader)], short).unwrap();
+    match only_removed.add(add_request(["echo x".to_string()])).await {
+        Err(ClientError::Unavailable { last, .. }) => {
+            assert!(last.contains("not a member of the cluster"), "{last}")
+        }
+        other => panic!("a write to a removed node: {other:?}"),
+    }
     cluster.stop(leader);
     let rest: Vec<String> = (1..=4)
         .filter(|id| *id != leader)
@@ -50,6 +68,7 @@ async fn a_node_joins_and_the_leader_leaves() {
         .await
         .unwrap();
     assert_eq!(r.added, 100);
+    // "echo x" above was refused: 300 jobs
     assert_eq!(total(&rest_client, "ready").await, 300);
     cluster.converged(Duration::from_secs(30)).await;
 

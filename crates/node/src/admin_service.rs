@@ -192,8 +192,15 @@ impl pb::admin_server::Admin for AdminService {
             }
             nodes.push(s);
         }
+        // A node removed from the cluster may still believe in its old leadership: it knows
+        // of no leader then.
+        let member = membership.get_node(&m.id).is_some();
         Ok(Response::new(pb::ClusterStatusResponse {
-            leader: m.current_leader.unwrap_or(0),
+            leader: if member {
+                m.current_leader.unwrap_or(0)
+            } else {
+                0
+            },
             term: m.current_term,
             nodes,
             answered_by: m.id,

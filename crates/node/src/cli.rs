@@ -938,6 +938,17 @@ async fn cluster_status(c: ClusterArg, json: bool) -> anyhow::Result<()> {
     };
     let mut nodes: BTreeMap<u64, pb::NodeStatus> =
         base.nodes.iter().map(|n| (n.id, n.clone())).collect();
+    // Members the address list does not name (added later) are asked too.
+    let config = client_config(c.token_file.as_deref())?;
+    for n in &base.nodes {
+        if n.addr.is_empty() || client.nodes().contains(&n.addr) {
+            continue;
+        }
+        if let Ok(one) = Client::new(vec![n.addr.clone()], config.clone()) {
+            views.push(one.cluster_status_of(0).await);
+        }
+    }
+    let answered: Vec<u64> = views.iter().flatten().map(|v| v.answered_by).collect();
     for v in views.iter().flatten() {
         if let Some(own) = v.nodes.iter().find(|n| n.id == v.answered_by) {
             let e = nodes.entry(own.id).or_insert_with(|| own.clone());
@@ -947,9 +958,8 @@ async fn cluster_status(c: ClusterArg, json: bool) -> anyhow::Result<()> {
             e.term = own.term;
         }
     }
-    let answered: Vec<u64> = views.iter().flatten().map(|v| v.answered_by).collect();
     for (id, n) in nodes.iter_mut() {
-        if !answered.contains(id) && !n.addr.is_empty() && client.nodes().contains(&n.addr) {
+        if !answered.contains(id) && !n.addr.is_empty() {
             n.role = "unreachable".into();
         }
     }

@@ -129,6 +129,25 @@ impl Node {
 
     /// The leader to route to: this node (None) or another (Some(id)).
     fn route(&self) -> Result<Option<u64>, RouteError> {
+        // A node removed from the cluster (or not added yet) may still believe in an old
+        // leadership; it must not serve.
+        let member = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        if !member {
+            return Err(RouteError::NoLeader {
+                leader: None,
+                reason: format!(
+                    "node {} is not a member of the cluster (removed, or not added yet)",
+                    self.id
+                ),
+            });
+        }
         match self.current_leader() {
             Some(l) if l == self.id => Ok(None),
             Some(l) => Ok(Some(l)),
