@@ -60,6 +60,9 @@ pub struct Cluster {
     admin: Vec<Client>,
     /// A client of every node (follows the leader), for membership changes.
     all: Client,
+    /// Nodes that exited without being killed (crashes), noticed when they were next
+    /// touched; the run records them in the history.
+    pub exits: Vec<String>,
 }
 
 impl Cluster {
@@ -120,6 +123,7 @@ impl Cluster {
                 .collect(),
             admin,
             all,
+            exits: Vec::new(),
         };
         for i in 0..n {
             c.start_node(i)?;
@@ -155,8 +159,27 @@ impl Cluster {
             .join(",")
     }
 
-    /// Starts node `i` if it is not running.
+    /// Notes nodes whose process ended although nobody killed them.
+    pub fn reap_exits(&mut self) {
+        for i in 0..self.len() {
+            let Some(c) = self.nodes[i].child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = c.try_wait() {
+                self.nodes[i].child = None;
+                self.nodes[i].paused = false;
+                self.exits.push(format!(
+                    "n{} exited by itself ({status}); see node-{}.log",
+                    i + 1,
+                    i + 1
+                ));
+            }
+        }
+    }
+
+    /// Starts node `i` if it is not running (also after it crashed).
     pub fn start_node(&mut self, i: usize) -> Result<(), String> {
+        self.reap_exits();
         if self.nodes[i].child.is_some() {
             return Ok(());
         }
@@ -282,11 +305,16 @@ impl Cluster {
     /// Removes node `i` from the cluster, stops it and wipes its data (the membership
     /// nemesis); returns the voters after the change.
     pub async fn remove_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
-        let voters = self
-            .all
-            .remove_node(i as u64 + 1)
-            .await
-            .map_err(|e| format!("removing n{}: {e}", i + 1))?;
+        let id = i as u64 + 1;
+        let voters = match self.all.remove_node(id).await {
+            Ok(v) => v,
+            // the outcome is unknown (e.g. the leader removed itself and stepped down before
+            // answering): the leader's view says whether it happened
+            Err(e) => match self.leader_voters().await {
+                Some(v) if !v.contains(&id) => v,
+                _ => return Err(format!("removing n{id}: {e}")),
+            },
+        };
         self.kill_node(i);
         let data = self.dir.join(format!("node-{}", i + 1));
         std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
@@ -295,14 +323,40 @@ impl Cluster {
         Ok(voters)
     }
 
+    /// The voters as the leader sees them, if a node that leads answers.
+    async fn leader_voters(&self) -> Option<Vec<u64>> {
+        for i in 0..self.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_secs(2), self.admin[i].cluster_status_of(0))
+                    .await
+            {
+                if s.leader != 0 && s.leader == s.answered_by {
+                    return Some(s.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect());
+                }
+            }
+        }
+        None
+    }
+
     /// Starts removed node `i` empty and adds it back; returns the voters after the change.
     pub async fn readd_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
         self.start_node(i)?;
-        let voters = self
+        let id = i as u64 + 1;
+        let voters = match self
             .all
-            .add_node(i as u64 + 1, self.addr(i), Duration::from_secs(60))
+            .add_node(id, self.addr(i), Duration::from_secs(60))
             .await
-            .map_err(|e| format!("adding n{} back: {e}", i + 1))?;
+        {
+            Ok(v) => v,
+            // unknown outcome: the leader's view says whether it happened
+            Err(e) => match self.leader_voters().await {
+                Some(v) if v.contains(&id) => v,
+                _ => return Err(format!("adding n{id} back: {e}")),
+            },
+        };
         self.nodes[i].removed = false;
         Ok(voters)
     }

@@ -48,8 +48,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct TestArgs {
-    /// Managers (3 or 5).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    /// Managers (3 to 9; 3 or 5 in practice).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
     nodes: u64,
     /// The workload: queue, lease or ordering.
     #[arg(long, default_value = "queue", value_parser = ["queue", "lease", "ordering"])]

@@ -81,7 +81,8 @@ impl Net {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mut insert = vec!["-I".to_string()];
+        // -w: wait for the host-wide xtables lock (Docker or another run may hold it)
+        let mut insert = vec!["-w".to_string(), "-I".to_string()];
         insert.extend(rule.iter().cloned());
         let insert_ref: Vec<&str> = insert.iter().map(String::as_str).collect();
         run("iptables", &insert_ref)?;
@@ -140,7 +141,9 @@ impl Net {
     ) -> Result<(), String> {
         let ns = &self.hosts[to].netns;
         let src = &self.hosts[from].ip;
-        let mut args = vec!["netns", "exec", ns, "iptables", "-A", "INPUT", "-s", src];
+        let mut args = vec![
+            "netns", "exec", ns, "iptables", "-w", "-A", "INPUT", "-s", src,
+        ];
         let p;
         if let Some(prob) = probability {
             p = format!("{prob:.3}");
@@ -161,7 +164,7 @@ impl Net {
         for h in &self.hosts {
             run(
                 "ip",
-                &["netns", "exec", &h.netns, "iptables", "-F", "INPUT"],
+                &["netns", "exec", &h.netns, "iptables", "-w", "-F", "INPUT"],
             )?;
         }
         Ok(())
@@ -265,13 +268,13 @@ pub fn clean_all(force: bool) -> (Vec<String>, Vec<String>) {
             }
         }
     }
-    for line in output("iptables", &["-S", "FORWARD"]).lines() {
+    for line in output("iptables", &["-w", "-S", "FORWARD"]).lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         let stale = words.windows(2).any(|w| {
             w[0] == "-i" && is_ours(w[1], "rqbr", None) && !bridges.iter().any(|b| b == w[1])
         });
         if words.first() == Some(&"-A") && stale {
-            let mut del = vec!["-D"];
+            let mut del = vec!["-w", "-D"];
             del.extend(&words[1..]);
             if run("iptables", &del).is_ok() {
                 removed.push(format!("iptables rule {line}"));
@@ -289,7 +292,7 @@ impl Drop for Net {
         let _ = run("ip", &["link", "del", &self.bridge]);
         let _ = std::fs::remove_file(owner_file(&self.bridge));
         if !self.forward_rule.is_empty() {
-            let mut del = vec!["-D".to_string()];
+            let mut del = vec!["-w".to_string(), "-D".to_string()];
             del.extend(self.forward_rule.iter().cloned());
             let del_ref: Vec<&str> = del.iter().map(String::as_str).collect();
             let _ = run("iptables", &del_ref);

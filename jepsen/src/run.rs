@@ -241,6 +241,7 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
                 None
             }
         };
+        record_exits(&rec, &mut c);
         drop(c);
         tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
         if let Some(active) = active {
@@ -262,6 +263,7 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
                     Some(e),
                 ),
             }
+            record_exits(&rec, &mut c);
         }
     }
     tokio::time::sleep(o.time_limit.saturating_sub(rec.elapsed())).await;
@@ -286,6 +288,7 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
         c.net.heal()?;
         c.heal_processes(&normal)?;
         c.readd_removed().await?;
+        record_exits(&rec, &mut c);
     }
     rec.record(
         NEMESIS,
@@ -395,6 +398,25 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
         dir,
         summary,
     })
+}
+
+/// Records nodes that exited by themselves (crashes) as `crash` events of the nemesis.
+fn record_exits(rec: &Recorder, c: &mut Cluster) {
+    c.reap_exits();
+    for detail in c.exits.drain(..) {
+        eprintln!("jepsen: {:>6.1} s {detail}", rec.elapsed().as_secs_f64());
+        rec.record(
+            NEMESIS,
+            0,
+            Kind::Info,
+            Op::Fault {
+                name: "crash".into(),
+                action: "detected".into(),
+                detail,
+            },
+            None,
+        );
+    }
 }
 
 /// Runs the checkers on `events` and writes `results.json` and the report into `dir`; returns

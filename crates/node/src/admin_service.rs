@@ -45,6 +45,26 @@ impl AdminService {
         (voters, nodes)
     }
 
+    /// Membership changes are decided on the leader's view: elsewhere, UNAVAILABLE with the
+    /// leader's address (a follower's membership may lag behind).
+    fn on_leader(&self) -> Result<(), Status> {
+        let leader = self.node.current_leader();
+        if leader == Some(self.node.id) {
+            return Ok(());
+        }
+        Err(self.not_leader(leader))
+    }
+
+    fn not_leader(&self, leader: Option<u64>) -> Status {
+        let mut s = Status::unavailable("not the leader; membership changes go to the leader");
+        if let Some(addr) = leader.and_then(|l| self.node.node_addr(l)) {
+            if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
+                s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
+            }
+        }
+        s
+    }
+
     fn voters(&self) -> pb::MembershipResponse {
         pb::MembershipResponse {
             voters: self.members().0.into_iter().collect(),
@@ -97,6 +117,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let r = request.into_inner();
         check_add(&r)?;
+        self.on_leader()?;
         let (voters, nodes) = self.members();
         if voters.contains(&r.id) {
             return Ok(Response::new(self.voters()));
@@ -127,6 +148,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let id = request.into_inner().id;
+        self.on_leader()?;
         let (voters, _) = self.members();
         if !voters.contains(&id) {
             return Err(Status::not_found(format!(

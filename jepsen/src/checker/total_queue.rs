@@ -9,6 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub fn total_queue(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
     let mut attempted = BTreeSet::new();
+    // adds invoked and adds refused, per job: a job all of whose adds were refused must not
+    // be in the queue
+    let mut invokes: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut refusals: BTreeMap<&str, u64> = BTreeMap::new();
     let mut acked = BTreeSet::new();
     let mut unknown = BTreeSet::new();
     let mut archived: BTreeMap<&str, u64> = BTreeMap::new();
@@ -17,6 +21,10 @@ pub fn total_queue(history: &[Event]) -> Verdict {
         match (&e.op, e.kind) {
             (Op::Add { job, .. }, Kind::Invoke) => {
                 attempted.insert(job.as_str());
+                *invokes.entry(job.as_str()).or_default() += 1;
+            }
+            (Op::Add { job, .. }, Kind::Fail) => {
+                *refusals.entry(job.as_str()).or_default() += 1;
             }
             (Op::Add { job, .. }, Kind::Ok) => {
                 acked.insert(job.as_str());
@@ -52,6 +60,14 @@ pub fn total_queue(history: &[Event]) -> Verdict {
         }
         if !attempted.contains(job) {
             v.violation("unexpected", format!("job {job} was never added"));
+        } else if refusals
+            .get(job)
+            .is_some_and(|r| Some(r) == invokes.get(job))
+        {
+            v.violation(
+                "unexpected",
+                format!("job {job} is in the queue although every add of it was refused"),
+            );
         }
         if unknown.contains(job) && !acked.contains(job) {
             v.count("recovered", 1);
@@ -102,6 +118,11 @@ mod tests {
         // unexpected
         let mut h = add("a", Kind::Ok, 0);
         h.push(final_read(&["a", "z"]));
+        assert_eq!(total_queue(&h).counts["unexpected"], 1);
+        // an add that was refused took effect anyway
+        let mut h = add("a", Kind::Ok, 0);
+        h.extend(add("b", Kind::Fail, 10));
+        h.push(final_read(&["a", "b"]));
         assert_eq!(total_queue(&h).counts["unexpected"], 1);
         // completed twice
         let mut h = add("a", Kind::Ok, 0);
