@@ -28,6 +28,13 @@ PLANTS = {
         "fencing",
         "--nodes 3 --workload lease --nemesis none --time-limit 30 --seed 5",
     ),
+    "lease-too-short": (
+        "crates/queue-fsm/src/ctx.rs",
+        "lease_until_ms: self.now().saturating_add(ttr_ms),",
+        "lease_until_ms: self.now().saturating_add(ttr_ms / 10), // PLANTED: a tenth of the TTR",
+        "fencing",
+        "--nodes 3 --workload lease --nemesis none --time-limit 30 --seed 5",
+    ),
     "archive-requeues": (
         "crates/queue-fsm/src/ctx.rs",
         "            job.state = JobState::Complete;\n",

@@ -15,6 +15,10 @@ pub const PORT: u16 = 7700;
 /// The release delay in [`NODE_CONFIG`] (the ordering checker's lower bound).
 pub const RELEASE_DELAY_MS: u64 = 200;
 
+/// How long a lost job waits for its runner in [`NODE_CONFIG`] (and in the simulation): the
+/// fencing checker's lease bound is TTR + this.
+pub const LOST_RETURN_DELAY_MS: u64 = 1_500;
+
 /// Node settings for the tests: short timeouts so that faults and the final drain play out
 /// within seconds, and frequent snapshots so that catch-up by snapshot happens under faults.
 pub const NODE_CONFIG: &str = "\
@@ -414,6 +418,8 @@ mod tests {
     #[test]
     fn node_config_parses_and_matches_the_release_delay() {
         let line = format!("release_delay_ms = {}\n", super::RELEASE_DELAY_MS);
+        assert!(super::NODE_CONFIG.contains(&line), "{}", super::NODE_CONFIG);
+        let line = format!("lost_return_delay_ms = {}\n", super::LOST_RETURN_DELAY_MS);
         assert!(super::NODE_CONFIG.contains(&line), "{}", super::NODE_CONFIG);
     }
 }

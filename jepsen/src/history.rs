@@ -30,10 +30,12 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         delay_ms: Option<u64>,
     },
-    /// Reserve: on ok, the job and the fence granted.
+    /// Reserve: on ok, the job and the fence granted; `ttr_ms` is the lease asked for.
     Reserve {
         job: Option<String>,
         fence: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttr_ms: Option<u64>,
     },
     Touch {
         job: String,
@@ -190,6 +192,7 @@ mod tests {
                 op: Op::Reserve {
                     job: Some("a".into()),
                     fence: Some(7),
+                    ttr_ms: Some(1_000),
                 },
                 node: 1,
                 time_ns: 30,

@@ -231,6 +231,7 @@ pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>, draining: A
         let invoke = Op::Reserve {
             job: None,
             fence: None,
+            ttr_ms: Some(s.ttr_ms),
         };
         let r = p
             .run(invoke, p.client.reserve(req), |r| Op::Reserve {
@@ -239,6 +240,7 @@ pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>, draining: A
                     .as_ref()
                     .map(|j| job_name(&j.spec.clone().unwrap_or_default().cmd)),
                 fence: r.job.as_ref().map(|j| j.fence),
+                ttr_ms: Some(s.ttr_ms),
             })
             .await;
         let job = match r {

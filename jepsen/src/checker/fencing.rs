@@ -3,13 +3,111 @@
 //! may arrive in any order); and no operation on a reservation succeeds after a newer
 //! reservation of the job was granted (a success with a stale fence). Together: two live
 //! reservations of one job never overlap.
+//!
+//! And leases are not taken over early (`early_takeover`): a job reserved with fence f1 and a
+//! TTR, touched last by a successful touch invoked at t, cannot be granted again (fence f2 >
+//! f1) before max(reserve invoke, t) + TTR + the lost-return delay
+//! ([`crate::db::LOST_RETURN_DELAY_MS`]: until then the old holder may still come back)
+//! − [`LEASE_SLACK_MS`], unless a release, bury or archive of f1 may have taken effect by
+//! then. After the clock nemesis starts, the queue's
+//! clock may run ahead of real time, so grants after that are not judged.
 
-use super::Verdict;
+use super::{client_ops, Verdict};
 use crate::history::{Event, Kind, Op};
 use std::collections::BTreeMap;
 
+/// Allowance for clock offsets between replicas and for timer granularity.
+pub const LEASE_SLACK_MS: u64 = 250;
+
+/// A reservation as the history shows it.
+struct Grant {
+    fence: u64,
+    invoke: u64,
+    ok: u64,
+    ttr_ns: Option<u64>,
+}
+
+/// Flags grants of a job made before the previous holder's lease could have run out.
+fn early_takeovers(history: &[Event], v: &mut Verdict) {
+    let clock_from = history
+        .iter()
+        .filter(|e| {
+            matches!(&e.op, Op::Fault { name, action, .. } if name == "clock" && action == "start")
+        })
+        .map(|e| e.time_ns)
+        .min()
+        .unwrap_or(u64::MAX);
+    let mut grants: BTreeMap<&str, Vec<Grant>> = BTreeMap::new();
+    // (job, fence) → latest invoke of a successful touch
+    let mut touched: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    // (job, fence) → earliest invoke of a release/bury/archive that may have taken effect
+    let mut ended: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    for p in client_ops(history) {
+        match (p.op, p.kind) {
+            (
+                Op::Reserve {
+                    job: Some(job),
+                    fence: Some(fence),
+                    ttr_ms,
+                },
+                Kind::Ok,
+            ) => grants.entry(job).or_default().push(Grant {
+                fence: *fence,
+                invoke: p.invoke_ns,
+                ok: p.complete_ns.unwrap_or(p.invoke_ns),
+                ttr_ns: ttr_ms.map(|t| t.saturating_mul(1_000_000)),
+            }),
+            (Op::Touch { job, fence }, Kind::Ok) => {
+                let t = touched.entry((job, *fence)).or_insert(p.invoke_ns);
+                *t = (*t).max(p.invoke_ns);
+            }
+            (
+                Op::Release { job, fence } | Op::Bury { job, fence } | Op::Archive { job, fence },
+                Kind::Ok | Kind::Info,
+            ) => {
+                let t = ended.entry((job, *fence)).or_insert(p.invoke_ns);
+                *t = (*t).min(p.invoke_ns);
+            }
+            _ => {}
+        }
+    }
+    let slack = LEASE_SLACK_MS * 1_000_000;
+    for (job, gs) in grants.iter_mut() {
+        gs.sort_by_key(|g| g.fence);
+        for w in gs.windows(2) {
+            let (g1, g2) = (&w[0], &w[1]);
+            let Some(ttr) = g1.ttr_ns else { continue };
+            if g2.ok >= clock_from {
+                continue;
+            }
+            if ended.get(&(*job, g1.fence)).is_some_and(|&t| t < g2.ok) {
+                continue;
+            }
+            let from = touched
+                .get(&(*job, g1.fence))
+                .map_or(g1.invoke, |&t| t.max(g1.invoke));
+            v.count("takeovers_checked", 1);
+            let lost_return = crate::db::LOST_RETURN_DELAY_MS * 1_000_000;
+            if g2.ok.saturating_add(slack) < from.saturating_add(ttr).saturating_add(lost_return) {
+                v.violation(
+                    "early_takeover",
+                    format!(
+                        "job {job}: fence {} granted {} ms after fence {}'s lease began ({} ms TTR + {} ms for a lost job to return)",
+                        g2.fence,
+                        g2.ok.saturating_sub(from) / 1_000_000,
+                        g1.fence,
+                        ttr / 1_000_000,
+                        crate::db::LOST_RETURN_DELAY_MS
+                    ),
+                );
+            }
+        }
+    }
+}
+
 pub fn fencing(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
+    early_takeovers(history, &mut v);
     // job → (fence, time the grant was acknowledged), in history order
     let mut grants: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
     // process → invoke time of its reserve in flight
@@ -25,6 +123,7 @@ pub fn fencing(history: &[Event]) -> Verdict {
                 Op::Reserve {
                     job: Some(job),
                     fence: Some(fence),
+                    ..
                 },
                 Kind::Ok,
             ) => {
@@ -86,7 +185,7 @@ pub fn fencing(history: &[Event]) -> Verdict {
 mod tests {
     use super::*;
     use crate::checker::testkit::{
-        archive_op, call, event, reserve_invocation, reserve_op, touch_op,
+        archive_op, call, event, release_op, reserve_invocation, reserve_op, touch_op,
     };
     use crate::checker::Validity;
 
@@ -135,5 +234,53 @@ mod tests {
         h.push(event(1, Kind::Ok, reserve_op("a", 5), 20));
         let v = fencing(&h);
         assert_eq!(v.valid, Validity::True, "{v:?}");
+    }
+
+    fn reserve_with_ttr(p: u64, job: &str, fence: u64, ttr_ms: u64, t: u64) -> Vec<Event> {
+        let op = Op::Reserve {
+            job: Some(job.into()),
+            fence: Some(fence),
+            ttr_ms: Some(ttr_ms),
+        };
+        call(p, op, Kind::Ok, t, t + 5_000_000)
+    }
+
+    #[test]
+    fn a_lease_taken_over_before_its_ttr_is_caught() {
+        let ms = 1_000_000;
+        // fence 2 granted 3.0 s after fence 1 with a 1 s TTR (+ 1.5 s lost return): fine
+        let mut h = reserve_with_ttr(1, "a", 1, 1_000, 0);
+        h.extend(reserve_with_ttr(2, "a", 2, 1_000, 3_000 * ms));
+        let v = fencing(&h);
+        assert_eq!(v.valid, Validity::True, "{v:?}");
+        assert_eq!(v.counts["takeovers_checked"], 1);
+        // planted: granted again after 1.6 s (the lease was a tenth of its TTR)
+        let mut h = reserve_with_ttr(1, "a", 1, 1_000, 0);
+        h.extend(reserve_with_ttr(2, "a", 2, 1_000, 1_600 * ms));
+        assert_eq!(fencing(&h).counts["early_takeover"], 1);
+        // a touch renews the lease: 2.5 s after a touch at 0.9 s is early
+        let mut h = reserve_with_ttr(1, "a", 1, 1_000, 0);
+        h.extend(call(1, touch_op("a", 1), Kind::Ok, 900 * ms, 910 * ms));
+        h.extend(reserve_with_ttr(2, "a", 2, 1_000, 2_500 * ms));
+        assert_eq!(fencing(&h).counts["early_takeover"], 1);
+        // released first: not early
+        let mut h = reserve_with_ttr(1, "a", 1, 1_000, 0);
+        h.extend(call(1, release_op("a", 1), Kind::Ok, 100 * ms, 110 * ms));
+        h.extend(reserve_with_ttr(2, "a", 2, 1_000, 300 * ms));
+        assert_eq!(fencing(&h).valid, Validity::True);
+        // after the clock nemesis started, not judged
+        let mut h = vec![event(
+            crate::history::NEMESIS,
+            Kind::Invoke,
+            Op::Fault {
+                name: "clock".into(),
+                action: "start".into(),
+                detail: String::new(),
+            },
+            0,
+        )];
+        h.extend(reserve_with_ttr(1, "a", 1, 1_000, 0));
+        h.extend(reserve_with_ttr(2, "a", 2, 1_000, 300 * ms));
+        assert_eq!(fencing(&h).valid, Validity::True);
     }
 }

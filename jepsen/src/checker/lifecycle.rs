@@ -71,6 +71,7 @@ pub fn lifecycle(history: &[Event]) -> Verdict {
                 Op::Reserve {
                     job: Some(job),
                     fence,
+                    ..
                 },
                 Kind::Ok,
             ) => {

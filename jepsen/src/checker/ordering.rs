@@ -204,6 +204,7 @@ mod tests {
         let granted = Op::Reserve {
             job: (outcome == Kind::Ok).then(|| job.to_string()),
             fence: Some(1),
+            ttr_ms: None,
         };
         call_ms(p, granted, outcome, t, t + 5)
     }

@@ -79,6 +79,7 @@ pub(crate) fn reserve_invocation() -> Op {
     Op::Reserve {
         job: None,
         fence: None,
+        ttr_ms: None,
     }
 }
 
@@ -87,6 +88,7 @@ pub(crate) fn reserve_op(job: &str, fence: u64) -> Op {
     Op::Reserve {
         job: Some(job.into()),
         fence: Some(fence),
+        ttr_ms: None,
     }
 }
 

@@ -118,13 +118,15 @@ fn report() -> RunReport {
 /// The history's op for a call that succeeded with `resp`.
 fn ok_op(op: &Op, resp: &Response) -> Op {
     match (op, resp) {
-        (Op::Reserve { .. }, Response::Reserved { job, fence }) => Op::Reserve {
+        (Op::Reserve { ttr_ms, .. }, Response::Reserved { job, fence }) => Op::Reserve {
             job: Some(job_name(&job.spec.cmd)),
             fence: Some(fence.0),
+            ttr_ms: *ttr_ms,
         },
-        (Op::Reserve { .. }, _) => Op::Reserve {
+        (Op::Reserve { ttr_ms, .. }, _) => Op::Reserve {
             job: None,
             fence: None,
+            ttr_ms: *ttr_ms,
         },
         (Op::Kick { .. }, Response::Count(n)) => Op::Kick { count: Some(*n) },
         _ => op.clone(),
@@ -333,6 +335,7 @@ impl World {
             let op = Op::Reserve {
                 job: None,
                 fence: None,
+                ttr_ms: Some(TTR_MS),
             };
             self.start_call(c, CallKind::Reserve, op, cmd);
             return;

@@ -105,7 +105,7 @@ fn fsm_config() -> FsmConfig {
     FsmConfig {
         release_delay_ms: 200,
         max_release_delay_ms: 2_000,
-        lost_return_delay_ms: 1_500,
+        lost_return_delay_ms: crate::db::LOST_RETURN_DELAY_MS,
         ..FsmConfig::default()
     }
 }
