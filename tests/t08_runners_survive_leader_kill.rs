@@ -28,16 +28,7 @@ async fn every_job_runs_exactly_once_across_a_leader_kill() {
             j
         })
         .collect();
-    let r = client
-        .add(pb::AddRequest {
-            request_id: raftq_client::request_id(),
-            jobs,
-            env: vec!["PATH=/usr/bin:/bin".into()],
-            ignore_complete: false,
-            return_keys: false,
-        })
-        .await
-        .unwrap();
+    let r = client.add(runnable_add(jobs)).await.unwrap();
     assert_eq!(r.added as usize, JOBS);
 
     // step 2: several runners work through them

@@ -51,16 +51,7 @@ async fn leader_starts_and_new_leader_adopts_runners() {
             j
         })
         .collect();
-    client
-        .add(pb::AddRequest {
-            request_id: raftq_client::request_id(),
-            jobs,
-            env: vec!["PATH=/usr/bin:/bin".into()],
-            ignore_complete: false,
-            return_keys: false,
-        })
-        .await
-        .unwrap();
+    client.add(runnable_add(jobs)).await.unwrap();
     wait_for("runners to start", Duration::from_secs(30), || async {
         (live_runner_files(&runners) > 0).then_some(())
     })

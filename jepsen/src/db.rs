@@ -89,11 +89,15 @@ impl Cluster {
             attempt_timeout: Duration::from_secs(1),
             ..ClientConfig::default()
         };
+        let addrs: Vec<String> = net
+            .hosts
+            .iter()
+            .map(|h| format!("{}:{PORT}", h.ip))
+            .collect();
         let mut admin = Vec::new();
-        for h in &net.hosts {
+        for a in &addrs {
             admin.push(
-                Client::new(vec![format!("{}:{PORT}", h.ip)], admin_config.clone())
-                    .map_err(|e| e.to_string())?,
+                Client::new(vec![a.clone()], admin_config.clone()).map_err(|e| e.to_string())?,
             );
         }
         let all_config = ClientConfig {
@@ -101,14 +105,7 @@ impl Cluster {
             attempt_timeout: Duration::from_secs(5),
             ..admin_config.clone()
         };
-        let all = Client::new(
-            net.hosts
-                .iter()
-                .map(|h| format!("{}:{PORT}", h.ip))
-                .collect(),
-            all_config,
-        )
-        .map_err(|e| e.to_string())?;
+        let all = Client::new(addrs, all_config).map_err(|e| e.to_string())?;
         let mut c = Cluster {
             net,
             dir: dir.to_path_buf(),
@@ -274,22 +271,28 @@ impl Cluster {
     /// answer name, if any.
     pub async fn leader(&self) -> Option<usize> {
         let mut votes = vec![0usize; self.len()];
-        for i in 0..self.len() {
-            if !self.is_running(i) {
-                continue;
-            }
-            if let Ok(Ok(s)) =
-                tokio::time::timeout(Duration::from_secs(1), self.admin[i].cluster_status_of(0))
-                    .await
-            {
-                let l = s.leader as usize;
-                if l >= 1 && l <= self.len() {
-                    votes[l - 1] += 1;
-                }
+        for s in self.statuses().await {
+            let l = s.leader as usize;
+            if l >= 1 && l <= self.len() {
+                votes[l - 1] += 1;
             }
         }
         let (best, n) = votes.iter().enumerate().max_by_key(|(_, n)| **n)?;
         (*n > 0).then_some(best)
+    }
+
+    /// The cluster status as each running node that answers within a second sees it.
+    async fn statuses(&self) -> Vec<raftq_proto::pb::ClusterStatusResponse> {
+        let mut out = Vec::new();
+        for i in (0..self.len()).filter(|i| self.is_running(*i)) {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_secs(1), self.admin[i].cluster_status_of(0))
+                    .await
+            {
+                out.push(s);
+            }
+        }
+        out
     }
 
     /// Waits until a majority of the nodes agree on a leader.
@@ -329,20 +332,11 @@ impl Cluster {
 
     /// The voters as the leader sees them, if a node that leads answers.
     async fn leader_voters(&self) -> Option<Vec<u64>> {
-        for i in 0..self.len() {
-            if !self.is_running(i) {
-                continue;
-            }
-            if let Ok(Ok(s)) =
-                tokio::time::timeout(Duration::from_secs(2), self.admin[i].cluster_status_of(0))
-                    .await
-            {
-                if s.leader != 0 && s.leader == s.answered_by {
-                    return Some(s.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect());
-                }
-            }
-        }
-        None
+        self.statuses()
+            .await
+            .into_iter()
+            .find(|s| s.leader != 0 && s.leader == s.answered_by)
+            .map(|s| s.nodes.iter().filter(|n| n.voter).map(|n| n.id).collect())
     }
 
     /// Starts removed node `i` empty and adds it back; returns the voters after the change.

@@ -158,30 +158,19 @@ pub fn read_jsonl(r: impl BufRead) -> Result<Vec<Event>, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::testkit::add_op;
 
     #[test]
     fn history_round_trips_through_jsonl() {
         let events = vec![
             Event {
-                process: 1,
-                kind: Kind::Invoke,
-                op: Op::Add {
-                    job: "a".into(),
-                    priority: None,
-                    delay_ms: None,
-                },
                 node: 2,
-                time_ns: 10,
-                error: None,
+                ..crate::checker::testkit::event(1, Kind::Invoke, add_op("a"), 10)
             },
             Event {
                 process: 1,
                 kind: Kind::Info,
-                op: Op::Add {
-                    job: "a".into(),
-                    priority: None,
-                    delay_ms: None,
-                },
+                op: add_op("a"),
                 node: 2,
                 time_ns: 20,
                 error: Some("timeout".into()),

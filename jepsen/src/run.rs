@@ -475,18 +475,12 @@ mod tests {
     fn a_stored_run_is_checked_again() {
         let dir = tempfile::tempdir().unwrap();
         assert!(recheck(dir.path()).unwrap_err().contains("history.jsonl"));
-        let events = vec![history::Event {
-            process: 1,
-            kind: Kind::Invoke,
-            op: Op::Add {
-                job: "a".into(),
-                priority: None,
-                delay_ms: None,
-            },
-            node: 1,
-            time_ns: 0,
-            error: None,
-        }];
+        let events = vec![crate::checker::testkit::event(
+            1,
+            Kind::Invoke,
+            crate::checker::testkit::add_op("a"),
+            0,
+        )];
         let f = std::fs::File::create(dir.path().join("history.jsonl")).unwrap();
         history::write_jsonl(&events, f).unwrap();
         write_json(&dir.path().join("test.json"), &json!({"name": "t"})).unwrap();

@@ -167,6 +167,18 @@ pub fn add_request(cmds: impl IntoIterator<Item = String>) -> pb::AddRequest {
     }
 }
 
+/// An Add of ready-made job specs that runners will execute (a minimal PATH), with a fresh
+/// request id.
+pub fn runnable_add(jobs: Vec<pb::JobSpec>) -> pb::AddRequest {
+    pb::AddRequest {
+        request_id: raftq_client::request_id(),
+        jobs,
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        ignore_complete: false,
+        return_keys: false,
+    }
+}
+
 /// Total jobs per state name over all rep groups (linearizable read).
 pub async fn total(client: &Client, state: &str) -> u64 {
     client

@@ -7,7 +7,6 @@ use openraft::{BasicNode, ChangeMembers, ServerState};
 use raftq_proto::pb;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 pub struct AdminService {
@@ -56,13 +55,10 @@ impl AdminService {
     }
 
     fn not_leader(&self, leader: Option<u64>) -> Status {
-        let mut s = Status::unavailable("not the leader; membership changes go to the leader");
-        if let Some(addr) = leader.and_then(|l| self.node.node_addr(l)) {
-            if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
-                s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
-            }
-        }
-        s
+        self.node.unavailable(
+            "not the leader; membership changes go to the leader".into(),
+            leader,
+        )
     }
 
     fn voters(&self) -> pb::MembershipResponse {
@@ -76,14 +72,7 @@ impl AdminService {
     fn change_error(&self, e: WriteError) -> Status {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                let mut s =
-                    Status::unavailable("not the leader; membership changes go to the leader");
-                if let Some(addr) = f.leader_id.and_then(|l| self.node.node_addr(l)) {
-                    if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
-                        s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
-                    }
-                }
-                s
+                self.not_leader(f.leader_id)
             }
             RaftError::APIError(e) => Status::failed_precondition(e.to_string()),
             RaftError::Fatal(e) => Status::internal(e.to_string()),

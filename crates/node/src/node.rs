@@ -97,6 +97,18 @@ impl Node {
         m.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
+    /// UNAVAILABLE with `message`, carrying `leader`'s address when known so that the client
+    /// can go there.
+    pub fn unavailable(&self, message: String, leader: Option<u64>) -> tonic::Status {
+        let mut s = tonic::Status::unavailable(message);
+        if let Some(addr) = leader.and_then(|l| self.node_addr(l)) {
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(addr.as_str()) {
+                s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
+            }
+        }
+        s
+    }
+
     pub fn current_leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
     }
@@ -131,14 +143,17 @@ impl Node {
     fn route(&self) -> Result<Option<u64>, RouteError> {
         // A node removed from the cluster (or not added yet) may still believe in an old
         // leadership; it must not serve.
-        let member = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .get_node(&self.id)
-            .is_some();
+        let (member, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            (
+                m.membership_config
+                    .membership()
+                    .get_node(&self.id)
+                    .is_some(),
+                m.current_leader,
+            )
+        };
         if !member {
             return Err(RouteError::NoLeader {
                 leader: None,
@@ -148,7 +163,7 @@ impl Node {
                 ),
             });
         }
-        match self.current_leader() {
+        match leader {
             Some(l) if l == self.id => Ok(None),
             Some(l) => Ok(Some(l)),
             None => Err(RouteError::NoLeader {

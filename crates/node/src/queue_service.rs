@@ -5,7 +5,6 @@ use queue_fsm::{Outcome, Request, Response as FsmResponse};
 use raftq_proto::convert::{self, command_error_status};
 use raftq_proto::pb;
 use std::sync::Arc;
-use tonic::metadata::MetadataValue;
 use tonic::{Request as TRequest, Response, Status};
 
 pub struct QueueService {
@@ -17,13 +16,7 @@ type R<T> = Result<Response<T>, Status>;
 impl QueueService {
     /// UNAVAILABLE, with the leader's address when known so that the client can go there.
     fn unavailable(&self, e: RouteError) -> Status {
-        let mut s = Status::unavailable(e.to_string());
-        if let Some(addr) = e.leader().and_then(|l| self.node.node_addr(l)) {
-            if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
-                s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
-            }
-        }
-        s
+        self.node.unavailable(e.to_string(), e.leader())
     }
 
     async fn write(&self, req: Request) -> Result<FsmResponse, Status> {
