@@ -4,7 +4,8 @@
 //! between its messages and `queue-fsm`'s types (`convert`). Both the node and the client use
 //! this crate, so the mapping exists once.
 //!
-//! - [`convert`]: pb ↔ queue-fsm. Network input converts fallibly (`ConvertError` names the
+//! - [`convert`]: pb ↔ queue-fsm, a folder of modules by command family (its header lists
+//!   them). Network input converts fallibly (`ConvertError` names the
 //!   field path); building each `Request` from its request message; fsm responses and stats to
 //!   pb; `CommandError` ↔ `tonic::Status` (via `x-raftq-error-bin` metadata).
 
