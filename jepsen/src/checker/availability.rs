@@ -217,11 +217,10 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-pub fn availability(history: &[Event]) -> Verdict {
-    let mut v = Verdict::new();
-    let ops = client_ops(history);
+/// Operations by outcome, keyed `name.ok`, `name.fail`, `name.info`.
+fn outcomes(ops: &[PairedOp<'_>]) -> BTreeMap<String, u64> {
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    for p in &ops {
+    for p in ops {
         let k = match p.kind {
             Kind::Ok => "ok",
             Kind::Fail => "fail",
@@ -229,11 +228,12 @@ pub fn availability(history: &[Event]) -> Verdict {
         };
         *by_kind.entry(format!("{}.{k}", op_name(p.op))).or_default() += 1;
     }
-    for (k, n) in &by_kind {
-        v.count(k, *n);
-    }
-    // completion times of ok writes, sorted, and their latencies; a reserve that found no job
-    // changed nothing (and its latency is mostly its long poll), so it is not one
+    by_kind
+}
+
+/// (invoke, completion) of the ok writes, sorted by completion. A reserve that found no job
+/// changed nothing (and its latency is mostly its long poll), so it is not one.
+fn ok_writes(ops: &[PairedOp<'_>]) -> Vec<(u64, u64)> {
     let mut ok_writes: Vec<(u64, u64)> = ops
         .iter()
         .filter(|p| p.kind == Kind::Ok && p.op.is_write())
@@ -241,19 +241,32 @@ pub fn availability(history: &[Event]) -> Verdict {
         .filter_map(|p| p.complete_ns.map(|c| (p.invoke_ns, c)))
         .collect();
     ok_writes.sort_by_key(|&(_, c)| c);
-    let mut lat: Vec<f64> = ok_writes.iter().map(|&(i, c)| ms(c - i.min(c))).collect();
-    lat.sort_by(f64::total_cmp);
-    let (p50, p95, p99) = (
-        quantile(&lat, 0.5),
-        quantile(&lat, 0.95),
-        quantile(&lat, 0.99),
-    );
-    let max = lat.last().copied().unwrap_or(0.0);
-    v.count("ok_writes", ok_writes.len() as u64);
-    v.count("latency_p50_ms", p50.round() as u64);
-    v.count("latency_p95_ms", p95.round() as u64);
-    v.count("latency_p99_ms", p99.round() as u64);
-    v.count("latency_max_ms", max.round() as u64);
+    ok_writes
+}
+
+/// Latency quantiles of the ok writes, ms.
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(ok_writes: &[(u64, u64)]) -> Latency {
+        let mut lat: Vec<f64> = ok_writes.iter().map(|&(i, c)| ms(c - i.min(c))).collect();
+        lat.sort_by(f64::total_cmp);
+        Latency {
+            p50: quantile(&lat, 0.5),
+            p95: quantile(&lat, 0.95),
+            p99: quantile(&lat, 0.99),
+            max: lat.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Ok writes per second, from the first write invoked to the last ok write.
+fn throughput(ops: &[PairedOp<'_>], ok_writes: &[(u64, u64)]) -> f64 {
     let first = ops
         .iter()
         .filter(|p| p.op.is_write())
@@ -264,11 +277,79 @@ pub fn availability(history: &[Event]) -> Verdict {
         (Some(f), Some(l)) => (ms(l.saturating_sub(f)) / 1000.0).max(0.001),
         _ => 0.0,
     };
-    let throughput = if span_s > 0.0 {
+    if span_s > 0.0 {
         ok_writes.len() as f64 / span_s
     } else {
         0.0
-    };
+    }
+}
+
+/// How the cluster served writes in one fault window (a window never healed ends at
+/// `end_ns`): a line for the examples and the JSON for the details.
+fn fault_summary(
+    w: &FaultWindow,
+    ok_writes: &[(u64, u64)],
+    end_ns: u64,
+) -> (String, serde_json::Value) {
+    let stop = w.stop_ns.unwrap_or(end_ns);
+    // first ok write invoked after the heal: how long from the heal until it completed
+    let recovery_ms = w.stop_ns.and_then(|heal| {
+        ok_writes
+            .iter()
+            .filter(|&&(i, _)| i >= heal)
+            .map(|&(_, c)| ms(c.saturating_sub(heal)))
+            .min_by(f64::total_cmp)
+    });
+    // longest stretch inside the window with no ok write completing
+    let mut prev = w.start_ns;
+    let mut gap = 0u64;
+    for &(_, c) in ok_writes
+        .iter()
+        .filter(|&&(_, c)| c >= w.start_ns && c <= stop)
+    {
+        gap = gap.max(c - prev);
+        prev = c;
+    }
+    gap = gap.max(stop.saturating_sub(prev));
+    let line = format!(
+        "{} [{}] {:.1} s – {}: recovered in {}, longest gap without an ok write {:.0} ms",
+        w.name,
+        w.detail,
+        ms(w.start_ns) / 1000.0,
+        w.stop_ns
+            .map(|s| format!("{:.1} s", ms(s) / 1000.0))
+            .unwrap_or_else(|| "never healed".into()),
+        recovery_ms
+            .map(|r| format!("{r:.0} ms"))
+            .unwrap_or_else(|| "- (no ok write after the heal)".into()),
+        ms(gap),
+    );
+    let details = json!({
+        "name": w.name,
+        "detail": w.detail,
+        "start_s": round3(ms(w.start_ns) / 1000.0),
+        "stop_s": w.stop_ns.map(|s| round3(ms(s) / 1000.0)),
+        "recovery_ms": recovery_ms.map(round3),
+        "longest_gap_ms": round3(ms(gap)),
+    });
+    (line, details)
+}
+
+pub fn availability(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let ops = client_ops(history);
+    let by_kind = outcomes(&ops);
+    for (k, n) in &by_kind {
+        v.count(k, *n);
+    }
+    let ok_writes = ok_writes(&ops);
+    let lat = Latency::of(&ok_writes);
+    v.count("ok_writes", ok_writes.len() as u64);
+    v.count("latency_p50_ms", lat.p50.round() as u64);
+    v.count("latency_p95_ms", lat.p95.round() as u64);
+    v.count("latency_p99_ms", lat.p99.round() as u64);
+    v.count("latency_max_ms", lat.max.round() as u64);
+    let throughput = throughput(&ops, &ok_writes);
     v.count("throughput_per_s", throughput.round() as u64);
 
     let end_ns = history.iter().map(|e| e.time_ns).max().unwrap_or(0);
@@ -276,48 +357,9 @@ pub fn availability(history: &[Event]) -> Verdict {
     v.count("faults", windows.len() as u64);
     let mut faults = Vec::new();
     for w in &windows {
-        let stop = w.stop_ns.unwrap_or(end_ns);
-        // first ok write invoked after the heal: how long from the heal until it completed
-        let recovery_ms = w.stop_ns.and_then(|heal| {
-            ok_writes
-                .iter()
-                .filter(|&&(i, _)| i >= heal)
-                .map(|&(_, c)| ms(c.saturating_sub(heal)))
-                .min_by(f64::total_cmp)
-        });
-        // longest stretch inside the window with no ok write completing
-        let mut prev = w.start_ns;
-        let mut gap = 0u64;
-        for &(_, c) in ok_writes
-            .iter()
-            .filter(|&&(_, c)| c >= w.start_ns && c <= stop)
-        {
-            gap = gap.max(c - prev);
-            prev = c;
-        }
-        gap = gap.max(stop.saturating_sub(prev));
-        let line = format!(
-            "{} [{}] {:.1} s – {}: recovered in {}, longest gap without an ok write {:.0} ms",
-            w.name,
-            w.detail,
-            ms(w.start_ns) / 1000.0,
-            w.stop_ns
-                .map(|s| format!("{:.1} s", ms(s) / 1000.0))
-                .unwrap_or_else(|| "never healed".into()),
-            recovery_ms
-                .map(|r| format!("{r:.0} ms"))
-                .unwrap_or_else(|| "- (no ok write after the heal)".into()),
-            ms(gap),
-        );
+        let (line, details) = fault_summary(w, &ok_writes, end_ns);
         v.examples.push(line);
-        faults.push(json!({
-            "name": w.name,
-            "detail": w.detail,
-            "start_s": round3(ms(w.start_ns) / 1000.0),
-            "stop_s": w.stop_ns.map(|s| round3(ms(s) / 1000.0)),
-            "recovery_ms": recovery_ms.map(round3),
-            "longest_gap_ms": round3(ms(gap)),
-        }));
+        faults.push(details);
     }
     if ok_writes.is_empty() {
         v.valid = Validity::False;
@@ -327,10 +369,10 @@ pub fn availability(history: &[Event]) -> Verdict {
         "ops": by_kind,
         "ok_writes": ok_writes.len(),
         "latency_ms": {
-            "p50": round3(p50),
-            "p95": round3(p95),
-            "p99": round3(p99),
-            "max": round3(max),
+            "p50": round3(lat.p50),
+            "p95": round3(lat.p95),
+            "p99": round3(lat.p99),
+            "max": round3(lat.max),
         },
         "throughput_per_s": round3(throughput),
         "faults": faults,

@@ -27,79 +27,171 @@ struct Grant {
     ttr_ns: Option<u64>,
 }
 
-/// Flags grants of a job made before the previous holder's lease could have run out.
-fn early_takeovers(history: &[Event], v: &mut Verdict) {
-    let clock_from = history
+/// When the clock nemesis first started (`u64::MAX`: never): the queue's clock may run ahead
+/// of real time from then on.
+fn clock_fault_start(history: &[Event]) -> u64 {
+    history
         .iter()
         .filter(|e| {
             matches!(&e.op, Op::Fault { name, action, .. } if name == "clock" && action == "start")
         })
         .map(|e| e.time_ns)
         .min()
-        .unwrap_or(u64::MAX);
-    let mut grants: BTreeMap<&str, Vec<Grant>> = BTreeMap::new();
-    // (job, fence) → latest invoke of a successful touch
-    let mut touched: BTreeMap<(&str, u64), u64> = BTreeMap::new();
-    // (job, fence) → earliest invoke of a release/bury/archive that may have taken effect
-    let mut ended: BTreeMap<(&str, u64), u64> = BTreeMap::new();
-    for p in client_ops(history) {
-        match (p.op, p.kind) {
-            (
-                Op::Reserve {
-                    job: Some(job),
-                    fence: Some(fence),
-                    ttr_ms,
-                },
-                Kind::Ok,
-            ) => grants.entry(job).or_default().push(Grant {
-                fence: *fence,
-                invoke: p.invoke_ns,
-                ok: p.complete_ns.unwrap_or(p.invoke_ns),
-                ttr_ns: ttr_ms.map(|t| t.saturating_mul(1_000_000)),
-            }),
-            (Op::Touch { job, fence }, Kind::Ok) => {
-                let t = touched.entry((job, *fence)).or_insert(p.invoke_ns);
-                *t = (*t).max(p.invoke_ns);
+        .unwrap_or(u64::MAX)
+}
+
+/// The reservations of each job, with the touches and ends of each, as the history shows them.
+#[derive(Default)]
+struct Leases<'a> {
+    grants: BTreeMap<&'a str, Vec<Grant>>,
+    /// (job, fence) → latest invoke of a successful touch
+    touched: BTreeMap<(&'a str, u64), u64>,
+    /// (job, fence) → earliest invoke of a release/bury/archive that may have taken effect
+    ended: BTreeMap<(&'a str, u64), u64>,
+}
+
+impl<'a> Leases<'a> {
+    /// Each job's grants come sorted by fence.
+    fn collect(history: &'a [Event]) -> Leases<'a> {
+        let mut l = Leases::default();
+        for p in client_ops(history) {
+            match (p.op, p.kind) {
+                (
+                    Op::Reserve {
+                        job: Some(job),
+                        fence: Some(fence),
+                        ttr_ms,
+                    },
+                    Kind::Ok,
+                ) => l.grants.entry(job).or_default().push(Grant {
+                    fence: *fence,
+                    invoke: p.invoke_ns,
+                    ok: p.complete_ns.unwrap_or(p.invoke_ns),
+                    ttr_ns: ttr_ms.map(|t| t.saturating_mul(1_000_000)),
+                }),
+                (Op::Touch { job, fence }, Kind::Ok) => {
+                    let t = l.touched.entry((job, *fence)).or_insert(p.invoke_ns);
+                    *t = (*t).max(p.invoke_ns);
+                }
+                (
+                    Op::Release { job, fence }
+                    | Op::Bury { job, fence }
+                    | Op::Archive { job, fence },
+                    Kind::Ok | Kind::Info,
+                ) => {
+                    let t = l.ended.entry((job, *fence)).or_insert(p.invoke_ns);
+                    *t = (*t).min(p.invoke_ns);
+                }
+                _ => {}
             }
-            (
-                Op::Release { job, fence } | Op::Bury { job, fence } | Op::Archive { job, fence },
-                Kind::Ok | Kind::Info,
-            ) => {
-                let t = ended.entry((job, *fence)).or_insert(p.invoke_ns);
-                *t = (*t).min(p.invoke_ns);
-            }
-            _ => {}
+        }
+        for gs in l.grants.values_mut() {
+            gs.sort_by_key(|g| g.fence);
+        }
+        l
+    }
+
+    /// Judges the grant `g2` of `job` that followed `g1`, unless it came after the clock
+    /// nemesis started (`clock_from`) or `g1` may have ended before it.
+    fn check_takeover(&self, v: &mut Verdict, job: &str, g1: &Grant, g2: &Grant, clock_from: u64) {
+        let Some(ttr) = g1.ttr_ns else { return };
+        if g2.ok >= clock_from {
+            return;
+        }
+        if self.ended.get(&(job, g1.fence)).is_some_and(|&t| t < g2.ok) {
+            return;
+        }
+        let from = self
+            .touched
+            .get(&(job, g1.fence))
+            .map_or(g1.invoke, |&t| t.max(g1.invoke));
+        v.count("takeovers_checked", 1);
+        let slack = LEASE_SLACK_MS * 1_000_000;
+        let lost_return = crate::db::LOST_RETURN_DELAY_MS * 1_000_000;
+        if g2.ok.saturating_add(slack) < from.saturating_add(ttr).saturating_add(lost_return) {
+            v.violation(
+                "early_takeover",
+                format!(
+                    "job {job}: fence {} granted {} ms after fence {}'s lease began ({} ms TTR + {} ms for a lost job to return)",
+                    g2.fence,
+                    g2.ok.saturating_sub(from) / 1_000_000,
+                    g1.fence,
+                    ttr / 1_000_000,
+                    crate::db::LOST_RETURN_DELAY_MS
+                ),
+            );
         }
     }
-    let slack = LEASE_SLACK_MS * 1_000_000;
-    for (job, gs) in grants.iter_mut() {
-        gs.sort_by_key(|g| g.fence);
+}
+
+/// Flags grants of a job made before the previous holder's lease could have run out.
+fn early_takeovers(history: &[Event], v: &mut Verdict) {
+    let clock_from = clock_fault_start(history);
+    let leases = Leases::collect(history);
+    for (job, gs) in &leases.grants {
         for w in gs.windows(2) {
-            let (g1, g2) = (&w[0], &w[1]);
-            let Some(ttr) = g1.ttr_ns else { continue };
-            if g2.ok >= clock_from {
-                continue;
+            leases.check_takeover(v, job, &w[0], &w[1], clock_from);
+        }
+    }
+}
+
+/// The grants and the operations in flight while [`fencing`] walks the history.
+#[derive(Default)]
+struct Fences<'a> {
+    /// job → (fence, time the grant was acknowledged), in history order
+    grants: BTreeMap<&'a str, Vec<(u64, u64)>>,
+    /// process → invoke time of its reserve in flight
+    reserving: BTreeMap<u64, u64>,
+    /// (process, job, fence) → invoke time of the operation in flight
+    invoked: BTreeMap<(u64, &'a str, u64), u64>,
+}
+
+impl<'a> Fences<'a> {
+    /// A reserve of `e.process` granted `fence` for `job`: it must be newer than every grant
+    /// acknowledged before the reserve was invoked.
+    fn granted(&mut self, v: &mut Verdict, e: &Event, job: &'a str, fence: u64) {
+        let invoked_at = self.reserving.remove(&e.process).unwrap_or(e.time_ns);
+        let g = self.grants.entry(job).or_default();
+        let earlier = g
+            .iter()
+            .find(|&&(f, acked)| f == fence || (fence < f && acked < invoked_at));
+        if let Some(&(last, _)) = earlier {
+            v.violation(
+                "fence_not_increasing",
+                format!("job {job}: fence {fence} granted after fence {last}"),
+            );
+        }
+        g.push((fence, e.time_ns));
+        v.count("reservations", 1);
+    }
+
+    /// An operation on the reservation (`job`, `fence`): one that succeeds must not have been
+    /// invoked after a newer reservation of the job was granted.
+    fn fenced(&mut self, v: &mut Verdict, e: &Event, job: &'a str, fence: u64) {
+        let k = (e.process, job, fence);
+        match e.kind {
+            Kind::Invoke => {
+                self.invoked.insert(k, e.time_ns);
             }
-            if ended.get(&(*job, g1.fence)).is_some_and(|&t| t < g2.ok) {
-                continue;
+            Kind::Ok => {
+                let started = self.invoked.remove(&k).unwrap_or(e.time_ns);
+                let newer = self.grants.get(job).and_then(|g| {
+                    g.iter()
+                        .find(|(f, granted)| *f > fence && *granted < started)
+                        .copied()
+                });
+                if let Some((f, _)) = newer {
+                    v.violation(
+                        "stale_fence_success",
+                        format!(
+                            "job {job}: {:?} with fence {fence} succeeded after fence {f} was granted",
+                            e.op
+                        ),
+                    );
+                }
             }
-            let from = touched
-                .get(&(*job, g1.fence))
-                .map_or(g1.invoke, |&t| t.max(g1.invoke));
-            v.count("takeovers_checked", 1);
-            let lost_return = crate::db::LOST_RETURN_DELAY_MS * 1_000_000;
-            if g2.ok.saturating_add(slack) < from.saturating_add(ttr).saturating_add(lost_return) {
-                v.violation(
-                    "early_takeover",
-                    format!(
-                        "job {job}: fence {} granted {} ms after fence {}'s lease began ({} ms TTR + {} ms for a lost job to return)",
-                        g2.fence,
-                        g2.ok.saturating_sub(from) / 1_000_000,
-                        g1.fence,
-                        ttr / 1_000_000,
-                        crate::db::LOST_RETURN_DELAY_MS
-                    ),
-                );
+            Kind::Fail | Kind::Info => {
+                self.invoked.remove(&k);
             }
         }
     }
@@ -108,16 +200,11 @@ fn early_takeovers(history: &[Event], v: &mut Verdict) {
 pub fn fencing(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
     early_takeovers(history, &mut v);
-    // job → (fence, time the grant was acknowledged), in history order
-    let mut grants: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    // process → invoke time of its reserve in flight
-    let mut reserving: BTreeMap<u64, u64> = BTreeMap::new();
-    // (process, job, fence) → invoke time of the operation in flight
-    let mut invoked: BTreeMap<(u64, &str, u64), u64> = BTreeMap::new();
+    let mut fences = Fences::default();
     for e in history {
         match (&e.op, e.kind) {
             (Op::Reserve { .. }, Kind::Invoke) => {
-                reserving.insert(e.process, e.time_ns);
+                fences.reserving.insert(e.process, e.time_ns);
             }
             (
                 Op::Reserve {
@@ -126,55 +213,14 @@ pub fn fencing(history: &[Event]) -> Verdict {
                     ..
                 },
                 Kind::Ok,
-            ) => {
-                let invoked_at = reserving.remove(&e.process).unwrap_or(e.time_ns);
-                let g = grants.entry(job.as_str()).or_default();
-                let earlier = g
-                    .iter()
-                    .find(|&&(f, acked)| f == *fence || (*fence < f && acked < invoked_at));
-                if let Some(&(last, _)) = earlier {
-                    v.violation(
-                        "fence_not_increasing",
-                        format!("job {job}: fence {fence} granted after fence {last}"),
-                    );
-                }
-                g.push((*fence, e.time_ns));
-                v.count("reservations", 1);
-            }
+            ) => fences.granted(&mut v, e, job, *fence),
             (
                 Op::Touch { job, fence }
                 | Op::Archive { job, fence }
                 | Op::Release { job, fence }
                 | Op::Bury { job, fence },
-                kind,
-            ) => {
-                let k = (e.process, job.as_str(), *fence);
-                match kind {
-                    Kind::Invoke => {
-                        invoked.insert(k, e.time_ns);
-                    }
-                    Kind::Ok => {
-                        let started = invoked.remove(&k).unwrap_or(e.time_ns);
-                        let newer = grants.get(job.as_str()).and_then(|g| {
-                            g.iter()
-                                .find(|(f, granted)| *f > *fence && *granted < started)
-                                .copied()
-                        });
-                        if let Some((f, _)) = newer {
-                            v.violation(
-                                "stale_fence_success",
-                                format!(
-                                    "job {job}: {:?} with fence {fence} succeeded after fence {f} was granted",
-                                    e.op
-                                ),
-                            );
-                        }
-                    }
-                    Kind::Fail | Kind::Info => {
-                        invoked.remove(&k);
-                    }
-                }
-            }
+                _,
+            ) => fences.fenced(&mut v, e, job, *fence),
             _ => {}
         }
     }

@@ -19,6 +19,7 @@
 //!
 //! Without a final read, and with no violation otherwise, the verdict is unknown.
 
+use super::availability::PairedOp;
 use super::{client_ops, secs, Validity, Verdict};
 use crate::history::{Event, Kind, Op};
 use std::collections::BTreeMap;
@@ -40,67 +41,76 @@ fn may_requeue(adds: Option<&Windows>, after: u64, before: u64) -> bool {
     adds.is_some_and(|w| w.len() > 1) && may_happen_between(adds, after, before)
 }
 
-pub fn lifecycle(history: &[Event]) -> Verdict {
-    let mut v = Verdict::new();
-    let ops = client_ops(history);
-    let mut adds: BTreeMap<&str, Windows> = BTreeMap::new();
-    let mut archives_tried: BTreeMap<&str, Windows> = BTreeMap::new();
-    // (invoke, ok) of archives / buries that succeeded
-    let mut archived: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut buried: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    let mut kicks: Windows = Vec::new();
-    // (job, invoke, ok) of reserves ok that returned a job
-    let mut reserves: Vec<(&str, u64, u64)> = Vec::new();
-    // fence → (job, invoke of the reserve that granted it)
-    let mut grants: BTreeMap<u64, Vec<(&str, u64)>> = BTreeMap::new();
-    // invocations of reserves whose outcome is unknown
-    let mut unknown_reserves: Vec<u64> = Vec::new();
-    // (op name, job, fence, completion) of touch/archive/release/bury ok
-    let mut fenced: Vec<(&'static str, &str, u64, u64)> = Vec::new();
-    let mut final_read: Option<(&Vec<(String, String)>, u64)> = None;
+/// What the history shows of each job's life, gathered in one pass over the client operations.
+#[derive(Default)]
+struct Seen<'a> {
+    adds: BTreeMap<&'a str, Windows>,
+    archives_tried: BTreeMap<&'a str, Windows>,
+    /// (invoke, ok) of archives / buries that succeeded
+    archived: BTreeMap<&'a str, Vec<(u64, u64)>>,
+    buried: BTreeMap<&'a str, Vec<(u64, u64)>>,
+    kicks: Windows,
+    /// (job, invoke, ok) of reserves ok that returned a job
+    reserves: Vec<(&'a str, u64, u64)>,
+    /// fence → (job, invoke of the reserve that granted it)
+    grants: BTreeMap<u64, Vec<(&'a str, u64)>>,
+    /// invocations of reserves whose outcome is unknown
+    unknown_reserves: Vec<u64>,
+    /// (op name, job, fence, completion) of touch/archive/release/bury ok
+    fenced: Vec<(&'static str, &'a str, u64, u64)>,
+    final_read: Option<(&'a Vec<(String, String)>, u64)>,
+}
 
-    for p in &ops {
-        let done = p.complete_ns.unwrap_or(p.invoke_ns);
-        let window = (p.invoke_ns, p.effect_end_ns());
-        match (p.op, p.kind) {
-            (_, Kind::Fail | Kind::Invoke) => {}
-            (Op::Add { job, .. }, _) => adds.entry(job).or_default().push(window),
-            (Op::Kick { .. }, _) => kicks.push(window),
-            (Op::Reserve { .. }, Kind::Info) => unknown_reserves.push(p.invoke_ns),
-            (
-                Op::Reserve {
-                    job: Some(job),
-                    fence,
-                    ..
-                },
-                Kind::Ok,
-            ) => {
-                reserves.push((job, p.invoke_ns, done));
-                if let Some(f) = fence {
-                    grants.entry(*f).or_default().push((job, p.invoke_ns));
+impl<'a> Seen<'a> {
+    fn collect(ops: &[PairedOp<'a>]) -> Seen<'a> {
+        let mut s = Seen::default();
+        for p in ops {
+            let done = p.complete_ns.unwrap_or(p.invoke_ns);
+            let window = (p.invoke_ns, p.effect_end_ns());
+            match (p.op, p.kind) {
+                (_, Kind::Fail | Kind::Invoke) => {}
+                (Op::Add { job, .. }, _) => s.adds.entry(job).or_default().push(window),
+                (Op::Kick { .. }, _) => s.kicks.push(window),
+                (Op::Reserve { .. }, Kind::Info) => s.unknown_reserves.push(p.invoke_ns),
+                (
+                    Op::Reserve {
+                        job: Some(job),
+                        fence,
+                        ..
+                    },
+                    Kind::Ok,
+                ) => {
+                    s.reserves.push((job, p.invoke_ns, done));
+                    if let Some(f) = fence {
+                        s.grants.entry(*f).or_default().push((job, p.invoke_ns));
+                    }
                 }
-            }
-            (Op::Archive { job, fence }, kind) => {
-                archives_tried.entry(job).or_default().push(window);
-                if kind == Kind::Ok {
-                    archived.entry(job).or_default().push((p.invoke_ns, done));
-                    fenced.push(("archive", job, *fence, done));
+                (Op::Archive { job, fence }, kind) => {
+                    s.archives_tried.entry(job).or_default().push(window);
+                    if kind == Kind::Ok {
+                        s.archived.entry(job).or_default().push((p.invoke_ns, done));
+                        s.fenced.push(("archive", job, *fence, done));
+                    }
                 }
+                (Op::Bury { job, fence }, Kind::Ok) => {
+                    s.buried.entry(job).or_default().push((p.invoke_ns, done));
+                    s.fenced.push(("bury", job, *fence, done));
+                }
+                (Op::Touch { job, fence }, Kind::Ok) => s.fenced.push(("touch", job, *fence, done)),
+                (Op::Release { job, fence }, Kind::Ok) => {
+                    s.fenced.push(("release", job, *fence, done))
+                }
+                (Op::FinalRead { jobs }, Kind::Ok) => s.final_read = Some((jobs, done)),
+                _ => {}
             }
-            (Op::Bury { job, fence }, Kind::Ok) => {
-                buried.entry(job).or_default().push((p.invoke_ns, done));
-                fenced.push(("bury", job, *fence, done));
-            }
-            (Op::Touch { job, fence }, Kind::Ok) => fenced.push(("touch", job, *fence, done)),
-            (Op::Release { job, fence }, Kind::Ok) => fenced.push(("release", job, *fence, done)),
-            (Op::FinalRead { jobs }, Kind::Ok) => final_read = Some((jobs, done)),
-            _ => {}
         }
+        s
     }
 
-    // a `name` ok of `job` completed at `t` without any add of it invoked before
-    let check_added = |v: &mut Verdict, name: &str, job: &str, t: u64| {
-        let added = adds
+    /// A `name` ok of `job` completed at `t` without any add of it invoked before.
+    fn check_added(&self, v: &mut Verdict, name: &str, job: &str, t: u64) {
+        let added = self
+            .adds
             .get(job)
             .is_some_and(|w| w.iter().any(|&(i, _)| i <= t));
         if !added {
@@ -112,83 +122,135 @@ pub fn lifecycle(history: &[Event]) -> Verdict {
                 ),
             );
         }
-    };
-
-    for &(job, r_i, r_o) in &reserves {
-        v.count("transitions", 1);
-        check_added(&mut v, "reserve", job, r_o);
-        let terminal = archived.get(job).and_then(|a| {
-            a.iter()
-                .find(|&&(a_i, a_o)| a_o < r_i && !may_requeue(adds.get(job), a_i, r_o))
-        });
-        if let Some(&(_, a_o)) = terminal {
-            v.violation(
-                "reserve_after_archive",
-                format!(
-                    "job {job}: reserve invoked at {} returned it, but it was archived (ok at {}) and not added again",
-                    secs(r_i),
-                    secs(a_o)
-                ),
-            );
-        }
-        let unkicked = buried.get(job).and_then(|b| {
-            b.iter()
-                .find(|&&(b_i, b_o)| b_o < r_i && !may_happen_between(Some(&kicks), b_i, r_o))
-        });
-        if let Some(&(_, b_o)) = unkicked {
-            v.violation(
-                "reserve_after_bury",
-                format!(
-                    "job {job}: reserve invoked at {} returned it, but it was buried (ok at {}) and no kick happened since",
-                    secs(r_i),
-                    secs(b_o)
-                ),
-            );
-        }
     }
 
-    for &(name, job, fence, done) in &fenced {
-        v.count("transitions", 1);
-        check_added(&mut v, name, job, done);
-        match grants.get(&fence) {
-            Some(g) if g.iter().any(|&(j, _)| j != job) => {
-                let other = g.iter().find(|&&(j, _)| j != job).map_or("", |&(j, _)| j);
+    /// `never_added`, `reserve_after_archive` and `reserve_after_bury` of the reserves ok.
+    fn check_reserves(&self, v: &mut Verdict) {
+        for &(job, r_i, r_o) in &self.reserves {
+            v.count("transitions", 1);
+            self.check_added(v, "reserve", job, r_o);
+            let terminal = self.archived.get(job).and_then(|a| {
+                a.iter()
+                    .find(|&&(a_i, a_o)| a_o < r_i && !may_requeue(self.adds.get(job), a_i, r_o))
+            });
+            if let Some(&(_, a_o)) = terminal {
                 v.violation(
-                    "foreign_fence",
+                    "reserve_after_archive",
                     format!(
-                        "job {job}: {name} ok at {} with fence {fence}, which was granted to job {other}",
-                        secs(done)
+                        "job {job}: reserve invoked at {} returned it, but it was archived (ok at {}) and not added again",
+                        secs(r_i),
+                        secs(a_o)
                     ),
                 );
             }
-            Some(g) => {
-                if g.iter().all(|&(_, r_i)| r_i > done) {
+            let unkicked = self.buried.get(job).and_then(|b| {
+                b.iter().find(|&&(b_i, b_o)| {
+                    b_o < r_i && !may_happen_between(Some(&self.kicks), b_i, r_o)
+                })
+            });
+            if let Some(&(_, b_o)) = unkicked {
+                v.violation(
+                    "reserve_after_bury",
+                    format!(
+                        "job {job}: reserve invoked at {} returned it, but it was buried (ok at {}) and no kick happened since",
+                        secs(r_i),
+                        secs(b_o)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `never_added`, `foreign_fence`, `ungranted_fence` and `fence_unverified` of the
+    /// operations ok on a reservation.
+    fn check_fences(&self, v: &mut Verdict) {
+        for &(name, job, fence, done) in &self.fenced {
+            v.count("transitions", 1);
+            self.check_added(v, name, job, done);
+            match self.grants.get(&fence) {
+                Some(g) if g.iter().any(|&(j, _)| j != job) => {
+                    let other = g.iter().find(|&&(j, _)| j != job).map_or("", |&(j, _)| j);
                     v.violation(
-                        "ungranted_fence",
+                        "foreign_fence",
                         format!(
-                            "job {job}: {name} ok at {} with fence {fence}, granted only later",
+                            "job {job}: {name} ok at {} with fence {fence}, which was granted to job {other}",
                             secs(done)
                         ),
                     );
                 }
-            }
-            None => {
-                if unknown_reserves.iter().any(|&i| i <= done) {
-                    v.count("fence_unverified", 1);
-                } else {
-                    v.violation(
-                        "ungranted_fence",
-                        format!(
-                            "job {job}: {name} ok at {} with fence {fence}, which no reserve granted",
-                            secs(done)
-                        ),
-                    );
+                Some(g) => {
+                    if g.iter().all(|&(_, r_i)| r_i > done) {
+                        v.violation(
+                            "ungranted_fence",
+                            format!(
+                                "job {job}: {name} ok at {} with fence {fence}, granted only later",
+                                secs(done)
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    if self.unknown_reserves.iter().any(|&i| i <= done) {
+                        v.count("fence_unverified", 1);
+                    } else {
+                        v.violation(
+                            "ungranted_fence",
+                            format!(
+                                "job {job}: {name} ok at {} with fence {fence}, which no reserve granted",
+                                secs(done)
+                            ),
+                        );
+                    }
                 }
             }
         }
     }
 
-    let Some((jobs, read_at)) = final_read else {
+    /// `complete_without_archive` and `archived_not_complete` in the final read `jobs`, made
+    /// at `read_at`.
+    fn check_final_read(&self, v: &mut Verdict, jobs: &[(String, String)], read_at: u64) {
+        let mut states: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (job, state) in jobs {
+            v.count("transitions", 1);
+            states.entry(job).or_default().push(state);
+            let tried = self
+                .archives_tried
+                .get(job.as_str())
+                .is_some_and(|w| w.iter().any(|&(i, _)| i <= read_at));
+            if state == "complete" && !tried {
+                v.violation(
+                    "complete_without_archive",
+                    format!("job {job} is complete in the final read but was never archived"),
+                );
+            }
+        }
+        for (job, a) in &self.archived {
+            let first_archive = a.iter().map(|&(i, _)| i).min().unwrap_or(0);
+            let state = match states.get(job) {
+                None => "missing",
+                Some(s) => s
+                    .iter()
+                    .copied()
+                    .find(|&s| s != "complete")
+                    .unwrap_or("complete"),
+            };
+            if state != "complete" && !may_requeue(self.adds.get(job), first_archive, read_at) {
+                v.violation(
+                    "archived_not_complete",
+                    format!("job {job} was archived (ok) but is {state} in the final read"),
+                );
+            }
+        }
+    }
+}
+
+pub fn lifecycle(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let ops = client_ops(history);
+    let seen = Seen::collect(&ops);
+    seen.check_reserves(&mut v);
+    seen.check_fences(&mut v);
+    let Some((jobs, read_at)) = seen.final_read else {
         if v.valid == Validity::True {
             v.valid = Validity::Unknown;
         }
@@ -196,37 +258,7 @@ pub fn lifecycle(history: &[Event]) -> Verdict {
             .push("no successful final read: final states not checked".into());
         return v;
     };
-    let mut states: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (job, state) in jobs {
-        v.count("transitions", 1);
-        states.entry(job).or_default().push(state);
-        let tried = archives_tried
-            .get(job.as_str())
-            .is_some_and(|w| w.iter().any(|&(i, _)| i <= read_at));
-        if state == "complete" && !tried {
-            v.violation(
-                "complete_without_archive",
-                format!("job {job} is complete in the final read but was never archived"),
-            );
-        }
-    }
-    for (job, a) in &archived {
-        let first_archive = a.iter().map(|&(i, _)| i).min().unwrap_or(0);
-        let state = match states.get(job) {
-            None => "missing",
-            Some(s) => s
-                .iter()
-                .copied()
-                .find(|&s| s != "complete")
-                .unwrap_or("complete"),
-        };
-        if state != "complete" && !may_requeue(adds.get(job), first_archive, read_at) {
-            v.violation(
-                "archived_not_complete",
-                format!("job {job} was archived (ok) but is {state} in the final read"),
-            );
-        }
-    }
+    seen.check_final_read(&mut v, jobs, read_at);
     v
 }
 

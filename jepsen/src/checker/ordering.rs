@@ -16,6 +16,7 @@
 //! Only adds with a priority are considered (other workloads leave it out); with none the
 //! verdict is valid with nothing checked.
 
+use super::availability::PairedOp;
 use super::{client_ops, secs, Verdict};
 use crate::history::{Event, Kind, Op};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,148 +31,223 @@ struct Job {
     first_ok: Option<u64>,
 }
 
-pub fn ordering(history: &[Event]) -> Verdict {
-    let mut v = Verdict::new();
-    let ops = client_ops(history);
-    let mut jobs: BTreeMap<&str, Job> = BTreeMap::new();
-    // (job, invoke, completion) of reserves ok that returned a job
-    let mut reserves: Vec<(&str, u64, u64)> = Vec::new();
-    let mut unknown_reserves: Vec<u64> = Vec::new();
-    // job → (invoke, completion) of releases ok
-    let mut releases: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-    for p in &ops {
-        if let (Op::Release { job, .. }, Kind::Ok) = (p.op, p.kind) {
-            releases
-                .entry(job)
-                .or_default()
-                .push((p.invoke_ns, p.complete_ns.unwrap_or(p.invoke_ns)));
+/// What the history shows of the prioritized jobs, the reserves and the releases.
+#[derive(Default)]
+struct Seen<'a> {
+    jobs: BTreeMap<&'a str, Job>,
+    /// (job, invoke, completion) of reserves ok that returned a job
+    reserves: Vec<(&'a str, u64, u64)>,
+    unknown_reserves: Vec<u64>,
+    /// job → (invoke, completion) of releases ok
+    releases: BTreeMap<&'a str, Vec<(u64, u64)>>,
+}
+
+impl<'a> Seen<'a> {
+    fn collect(ops: &[PairedOp<'a>]) -> Seen<'a> {
+        let mut s = Seen::default();
+        for p in ops {
+            if let (Op::Release { job, .. }, Kind::Ok) = (p.op, p.kind) {
+                s.releases
+                    .entry(job)
+                    .or_default()
+                    .push((p.invoke_ns, p.complete_ns.unwrap_or(p.invoke_ns)));
+            }
+            match (p.op, p.kind) {
+                (
+                    Op::Add {
+                        job,
+                        priority: Some(priority),
+                        delay_ms,
+                    },
+                    kind,
+                ) => {
+                    let ok = (kind == Kind::Ok).then_some(p.complete_ns).flatten();
+                    let j = s.jobs.entry(job).or_insert(Job {
+                        priority: *priority,
+                        delay_ns: delay_ms.unwrap_or(0).saturating_mul(1_000_000),
+                        first_invoke: p.invoke_ns,
+                        first_ok: None,
+                    });
+                    j.first_invoke = j.first_invoke.min(p.invoke_ns);
+                    j.first_ok = match (j.first_ok, ok) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                (Op::Reserve { job: Some(job), .. }, Kind::Ok) => {
+                    s.reserves
+                        .push((job, p.invoke_ns, p.complete_ns.unwrap_or(p.invoke_ns)))
+                }
+                (Op::Reserve { .. }, Kind::Info) => s.unknown_reserves.push(p.invoke_ns),
+                _ => {}
+            }
         }
-        match (p.op, p.kind) {
-            (
-                Op::Add {
-                    job,
-                    priority: Some(priority),
-                    delay_ms,
-                },
-                kind,
-            ) => {
-                let ok = (kind == Kind::Ok).then_some(p.complete_ns).flatten();
-                let j = jobs.entry(job).or_insert(Job {
-                    priority: *priority,
-                    delay_ns: delay_ms.unwrap_or(0).saturating_mul(1_000_000),
-                    first_invoke: p.invoke_ns,
-                    first_ok: None,
-                });
-                j.first_invoke = j.first_invoke.min(p.invoke_ns);
-                j.first_ok = match (j.first_ok, ok) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            (Op::Reserve { job: Some(job), .. }, Kind::Ok) => {
-                reserves.push((job, p.invoke_ns, p.complete_ns.unwrap_or(p.invoke_ns)))
-            }
-            (Op::Reserve { .. }, Kind::Info) => unknown_reserves.push(p.invoke_ns),
-            _ => {}
+        s
+    }
+}
+
+/// The ready, never reserved jobs by priority, as a sweep over the reserves in the order of
+/// their invocations reaches each one: a job enters when it is certainly ready and leaves when
+/// its first reserve is invoked.
+struct Ready<'s, 'a> {
+    jobs: &'s BTreeMap<&'a str, Job>,
+    first_reserve: &'s BTreeMap<&'a str, u64>,
+    /// (certainly ready from, job), sorted
+    enters: Vec<(u64, &'a str)>,
+    /// (first reserved, job), sorted
+    leaves: Vec<(u64, &'a str)>,
+    ei: usize,
+    li: usize,
+    by_priority: BTreeMap<u32, BTreeSet<&'a str>>,
+}
+
+impl<'s, 'a> Ready<'s, 'a> {
+    fn new(jobs: &'s BTreeMap<&'a str, Job>, first_reserve: &'s BTreeMap<&'a str, u64>) -> Self {
+        let slack = SLACK_MS * 1_000_000;
+        let mut enters: Vec<(u64, &str)> = jobs
+            .iter()
+            .filter_map(|(k, j)| {
+                j.first_ok
+                    .map(|ok| (ok.saturating_add(j.delay_ns).saturating_add(slack), *k))
+            })
+            .collect();
+        enters.sort_unstable();
+        let mut leaves: Vec<(u64, &str)> = first_reserve
+            .iter()
+            .filter(|(k, _)| jobs.contains_key(*k))
+            .map(|(k, t)| (*t, *k))
+            .collect();
+        leaves.sort_unstable();
+        Ready {
+            jobs,
+            first_reserve,
+            enters,
+            leaves,
+            ei: 0,
+            li: 0,
+            by_priority: BTreeMap::new(),
         }
     }
-    v.count("prioritized_jobs", jobs.len() as u64);
-    unknown_reserves.sort_unstable();
-    // first reserve ok invocation per job: after it, whether the job is ready is unknown
-    let mut first_reserve: BTreeMap<&str, u64> = BTreeMap::new();
-    for &(job, r_i, _) in &reserves {
-        let f = first_reserve.entry(job).or_insert(r_i);
-        *f = (*f).min(r_i);
-    }
-    let slack = SLACK_MS * 1_000_000;
-    // (certainly ready from, job), (first reserved, job): a sweep over reserves by invocation
-    let mut enters: Vec<(u64, &str)> = jobs
-        .iter()
-        .filter_map(|(k, j)| {
-            j.first_ok
-                .map(|ok| (ok.saturating_add(j.delay_ns).saturating_add(slack), *k))
-        })
-        .collect();
-    enters.sort_unstable();
-    let mut leaves: Vec<(u64, &str)> = first_reserve
-        .iter()
-        .filter(|(k, _)| jobs.contains_key(*k))
-        .map(|(k, t)| (*t, *k))
-        .collect();
-    leaves.sort_unstable();
-    reserves.retain(|(job, _, _)| jobs.contains_key(job));
-    reserves.sort_by_key(|&(_, r_i, _)| r_i);
-    // ready, never reserved jobs by priority
-    let mut ready: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
-    let (mut ei, mut li) = (0, 0);
-    for &(job, r_i, r_o) in &reserves {
-        let Some(j) = jobs.get(job) else { continue };
-        v.count("reserves_checked", 1);
-        while let Some(&(t, k)) = enters.get(ei) {
+
+    /// Moves the sweep to a reserve invoked at `r_i`.
+    fn advance(&mut self, r_i: u64) {
+        while let Some(&(t, k)) = self.enters.get(self.ei) {
             if t > r_i {
                 break;
             }
-            ei += 1;
-            let gone = first_reserve.get(k).is_some_and(|&f| f < r_i);
-            if let (false, Some(kj)) = (gone, jobs.get(k)) {
-                ready.entry(kj.priority).or_default().insert(k);
+            self.ei += 1;
+            let gone = self.first_reserve.get(k).is_some_and(|&f| f < r_i);
+            if let (false, Some(kj)) = (gone, self.jobs.get(k)) {
+                self.by_priority.entry(kj.priority).or_default().insert(k);
             }
         }
-        while let Some(&(t, k)) = leaves.get(li) {
+        while let Some(&(t, k)) = self.leaves.get(self.li) {
             if t >= r_i {
                 break;
             }
-            li += 1;
-            if let Some(set) = jobs.get(k).and_then(|kj| ready.get_mut(&kj.priority)) {
+            self.li += 1;
+            if let Some(set) = self
+                .jobs
+                .get(k)
+                .and_then(|kj| self.by_priority.get_mut(&kj.priority))
+            {
                 set.remove(k);
             }
         }
-        let release_delay = crate::db::RELEASE_DELAY_MS * 1_000_000;
-        let early = releases.get(job).and_then(|rs| {
-            rs.iter()
-                .find(|&&(rel_i, rel_o)| rel_o < r_i && r_o < rel_i.saturating_add(release_delay))
-        });
-        if let Some(&(rel_i, _)) = early {
-            v.violation(
-                "early_after_release",
-                format!(
-                    "job {job} released at {} was reserved again by {} (the release delay is {} ms)",
-                    secs(rel_i),
-                    secs(r_o),
-                    crate::db::RELEASE_DELAY_MS
-                ),
-            );
-        }
-        if j.delay_ns > 0 && r_o < j.first_invoke.saturating_add(j.delay_ns) {
-            v.violation(
-                "early",
-                format!(
-                    "job {job} (delay {} ms) reserved by {} but added at {}",
-                    j.delay_ns / 1_000_000,
-                    secs(r_o),
-                    secs(j.first_invoke)
-                ),
-            );
-        }
-        // higher-priority jobs whose first reserve is in flight with this one are not certain
-        let in_flight: BTreeSet<&str> = leaves
-            .get(li..)
+    }
+
+    /// The ready jobs of a priority above `priority`, highest first, for a reserve that
+    /// completed at `r_o`. Jobs whose first reserve is in flight with this one are left out:
+    /// that they were still ready is not certain.
+    fn higher_than(&self, priority: u32, r_o: u64) -> Vec<&'a str> {
+        let in_flight: BTreeSet<&str> = self
+            .leaves
+            .get(self.li..)
             .unwrap_or_default()
             .iter()
             .take_while(|&&(t, _)| t < r_o)
             .map(|&(_, k)| k)
-            .filter(|k| jobs.get(k).is_some_and(|kj| kj.priority > j.priority))
+            .filter(|k| self.jobs.get(k).is_some_and(|kj| kj.priority > priority))
             .collect();
-        let higher: Vec<&str> = ready
-            .range(j.priority.saturating_add(1)..)
+        self.by_priority
+            .range(priority.saturating_add(1)..)
             .rev()
             .flat_map(|(_, set)| set.iter().copied())
             .filter(|k| !in_flight.contains(k))
-            .collect();
-        let unknown = unknown_reserves.partition_point(|&t| t < r_o);
+            .collect()
+    }
+}
+
+/// `early_after_release`: the reserve (`r_i`, `r_o`) of `job` came too soon after a release.
+fn check_release_delay(
+    v: &mut Verdict,
+    releases: Option<&Vec<(u64, u64)>>,
+    job: &str,
+    r_i: u64,
+    r_o: u64,
+) {
+    let release_delay = crate::db::RELEASE_DELAY_MS * 1_000_000;
+    let early = releases.and_then(|rs| {
+        rs.iter()
+            .find(|&&(rel_i, rel_o)| rel_o < r_i && r_o < rel_i.saturating_add(release_delay))
+    });
+    if let Some(&(rel_i, _)) = early {
+        v.violation(
+            "early_after_release",
+            format!(
+                "job {job} released at {} was reserved again by {} (the release delay is {} ms)",
+                secs(rel_i),
+                secs(r_o),
+                crate::db::RELEASE_DELAY_MS
+            ),
+        );
+    }
+}
+
+/// `early`: `job` was reserved (completed at `r_o`) before its delay passed.
+fn check_delay(v: &mut Verdict, job: &str, j: &Job, r_o: u64) {
+    if j.delay_ns > 0 && r_o < j.first_invoke.saturating_add(j.delay_ns) {
+        v.violation(
+            "early",
+            format!(
+                "job {job} (delay {} ms) reserved by {} but added at {}",
+                j.delay_ns / 1_000_000,
+                secs(r_o),
+                secs(j.first_invoke)
+            ),
+        );
+    }
+}
+
+pub fn ordering(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let ops = client_ops(history);
+    let mut seen = Seen::collect(&ops);
+    v.count("prioritized_jobs", seen.jobs.len() as u64);
+    seen.unknown_reserves.sort_unstable();
+    // first reserve ok invocation per job: after it, whether the job is ready is unknown
+    let mut first_reserve: BTreeMap<&str, u64> = BTreeMap::new();
+    for &(job, r_i, _) in &seen.reserves {
+        let f = first_reserve.entry(job).or_insert(r_i);
+        *f = (*f).min(r_i);
+    }
+    let mut ready = Ready::new(&seen.jobs, &first_reserve);
+    seen.reserves
+        .retain(|(job, _, _)| seen.jobs.contains_key(job));
+    seen.reserves.sort_by_key(|&(_, r_i, _)| r_i);
+    for &(job, r_i, r_o) in &seen.reserves {
+        let Some(j) = seen.jobs.get(job) else {
+            continue;
+        };
+        v.count("reserves_checked", 1);
+        ready.advance(r_i);
+        check_release_delay(&mut v, seen.releases.get(job), job, r_i, r_o);
+        check_delay(&mut v, job, j, r_o);
+        let higher = ready.higher_than(j.priority, r_o);
+        let unknown = seen.unknown_reserves.partition_point(|&t| t < r_o);
         if higher.len() > unknown {
             let best = higher.first().copied().unwrap_or("?");
-            let bp = jobs.get(best).map_or(0, |b| b.priority);
+            let bp = seen.jobs.get(best).map_or(0, |b| b.priority);
             v.violation(
                 "priority_inversion",
                 format!(

@@ -6,78 +6,99 @@ use super::{Validity, Verdict};
 use crate::history::{Event, Kind, Op};
 use std::collections::{BTreeMap, BTreeSet};
 
-pub fn total_queue(history: &[Event]) -> Verdict {
-    let mut v = Verdict::new();
-    let mut attempted = BTreeSet::new();
+/// What the history says about each job's adds and archives, and the final read.
+#[derive(Default)]
+struct Seen<'a> {
+    attempted: BTreeSet<&'a str>,
     // adds invoked and adds refused, per job: a job all of whose adds were refused must not
     // be in the queue
-    let mut invokes: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut refusals: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut acked = BTreeSet::new();
-    let mut unknown = BTreeSet::new();
-    let mut archived: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut final_read: Option<&Vec<(String, String)>> = None;
-    for e in history {
-        match (&e.op, e.kind) {
-            (Op::Add { job, .. }, Kind::Invoke) => {
-                attempted.insert(job.as_str());
-                *invokes.entry(job.as_str()).or_default() += 1;
+    invokes: BTreeMap<&'a str, u64>,
+    refusals: BTreeMap<&'a str, u64>,
+    acked: BTreeSet<&'a str>,
+    unknown: BTreeSet<&'a str>,
+    archived: BTreeMap<&'a str, u64>,
+    final_read: Option<&'a Vec<(String, String)>>,
+}
+
+impl<'a> Seen<'a> {
+    fn collect(history: &'a [Event]) -> Seen<'a> {
+        let mut s = Seen::default();
+        for e in history {
+            match (&e.op, e.kind) {
+                (Op::Add { job, .. }, Kind::Invoke) => {
+                    s.attempted.insert(job.as_str());
+                    *s.invokes.entry(job.as_str()).or_default() += 1;
+                }
+                (Op::Add { job, .. }, Kind::Fail) => {
+                    *s.refusals.entry(job.as_str()).or_default() += 1;
+                }
+                (Op::Add { job, .. }, Kind::Ok) => {
+                    s.acked.insert(job.as_str());
+                }
+                (Op::Add { job, .. }, Kind::Info) => {
+                    s.unknown.insert(job.as_str());
+                }
+                (Op::Archive { job, .. }, Kind::Ok) => {
+                    *s.archived.entry(job.as_str()).or_default() += 1
+                }
+                (Op::FinalRead { jobs }, Kind::Ok) => s.final_read = Some(jobs),
+                _ => {}
             }
-            (Op::Add { job, .. }, Kind::Fail) => {
-                *refusals.entry(job.as_str()).or_default() += 1;
+        }
+        s
+    }
+
+    /// Checks the final read (`jobs`) against the adds.
+    fn check_final_read(&self, v: &mut Verdict, jobs: &[(String, String)]) {
+        let mut present: BTreeMap<&str, u64> = BTreeMap::new();
+        for (job, _) in jobs {
+            *present.entry(job.as_str()).or_default() += 1;
+        }
+        for (job, n) in &present {
+            if *n > 1 {
+                v.violation("duplicates", format!("job {job} is in the queue {n} times"));
             }
-            (Op::Add { job, .. }, Kind::Ok) => {
-                acked.insert(job.as_str());
+            if !self.attempted.contains(job) {
+                v.violation("unexpected", format!("job {job} was never added"));
+            } else if self
+                .refusals
+                .get(job)
+                .is_some_and(|r| Some(r) == self.invokes.get(job))
+            {
+                v.violation(
+                    "unexpected",
+                    format!("job {job} is in the queue although every add of it was refused"),
+                );
             }
-            (Op::Add { job, .. }, Kind::Info) => {
-                unknown.insert(job.as_str());
+            if self.unknown.contains(job) && !self.acked.contains(job) {
+                v.count("recovered", 1);
             }
-            (Op::Archive { job, .. }, Kind::Ok) => *archived.entry(job.as_str()).or_default() += 1,
-            (Op::FinalRead { jobs }, Kind::Ok) => final_read = Some(jobs),
-            _ => {}
+        }
+        for job in &self.acked {
+            if !present.contains_key(job) {
+                v.violation("lost", format!("acknowledged job {job} is missing"));
+            }
         }
     }
-    v.count("attempted", attempted.len() as u64);
-    v.count("acknowledged", acked.len() as u64);
-    v.count("unknown", unknown.len() as u64);
-    for (job, n) in &archived {
+}
+
+pub fn total_queue(history: &[Event]) -> Verdict {
+    let mut v = Verdict::new();
+    let seen = Seen::collect(history);
+    v.count("attempted", seen.attempted.len() as u64);
+    v.count("acknowledged", seen.acked.len() as u64);
+    v.count("unknown", seen.unknown.len() as u64);
+    for (job, n) in &seen.archived {
         if *n > 1 {
             v.violation("duplicates", format!("job {job} completed {n} times"));
         }
     }
-    let Some(jobs) = final_read else {
+    let Some(jobs) = seen.final_read else {
         v.valid = Validity::Unknown;
         v.examples.push("no successful final read".into());
         return v;
     };
-    let mut present: BTreeMap<&str, u64> = BTreeMap::new();
-    for (job, _) in jobs {
-        *present.entry(job.as_str()).or_default() += 1;
-    }
-    for (job, n) in &present {
-        if *n > 1 {
-            v.violation("duplicates", format!("job {job} is in the queue {n} times"));
-        }
-        if !attempted.contains(job) {
-            v.violation("unexpected", format!("job {job} was never added"));
-        } else if refusals
-            .get(job)
-            .is_some_and(|r| Some(r) == invokes.get(job))
-        {
-            v.violation(
-                "unexpected",
-                format!("job {job} is in the queue although every add of it was refused"),
-            );
-        }
-        if unknown.contains(job) && !acked.contains(job) {
-            v.count("recovered", 1);
-        }
-    }
-    for job in &acked {
-        if !present.contains_key(job) {
-            v.violation("lost", format!("acknowledged job {job} is missing"));
-        }
-    }
+    seen.check_final_read(&mut v, jobs);
     v
 }
 
