@@ -246,60 +246,8 @@ pub async fn start(
             }
             Ok((Active::Paused(v.clone()), format!("paused {}", ids(&v))))
         }
-        Fault::Partition { shape } => {
-            let detail = match shape {
-                Shape::IsolateOne | Shape::IsolateLeader => {
-                    let x = if *shape == Shape::IsolateLeader {
-                        c.leader().await.unwrap_or_else(|| rng.below(n))
-                    } else {
-                        rng.below(n)
-                    };
-                    for o in (0..n).filter(|o| *o != x) {
-                        c.net.partition(x, o)?;
-                    }
-                    format!("isolated n{}", x + 1)
-                }
-                Shape::Halves => {
-                    let order = rng.shuffled(n);
-                    let (small, big) = order.split_at(n / 2);
-                    for &a in small {
-                        for &b in big {
-                            c.net.partition(a, b)?;
-                        }
-                    }
-                    format!("halves {} | {}", ids(small), ids(big))
-                }
-                Shape::Ring => {
-                    // each node reaches its two ring neighbours only: every node sees a
-                    // majority, no two see the same one
-                    let order = rng.shuffled(n);
-                    for (p, &a) in order.iter().enumerate() {
-                        for (q, &b) in order.iter().enumerate().skip(p + 1) {
-                            let d = q - p;
-                            if d != 1 && d != n - 1 {
-                                c.net.partition(a, b)?;
-                            }
-                        }
-                    }
-                    format!("ring {}", ids(&order))
-                }
-                Shape::OneWay => {
-                    let order = rng.shuffled(n);
-                    let (from, to) = (order[0], order[1]);
-                    c.net.drop_from(from, to, None)?;
-                    format!("one-way n{} -> n{} dropped", from + 1, to + 1)
-                }
-            };
-            Ok((Active::Net, detail))
-        }
-        Fault::PacketLoss { percent } => {
-            for a in 0..n {
-                for b in (0..n).filter(|b| *b != a) {
-                    c.net.drop_from(a, b, Some(*percent as f64 / 100.0))?;
-                }
-            }
-            Ok((Active::Net, format!("{percent}% loss between all nodes")))
-        }
+        Fault::Partition { shape } => Ok((Active::Net, partition(c, *shape, rng).await?)),
+        Fault::PacketLoss { percent } => Ok((Active::Net, packet_loss(c, *percent)?)),
         Fault::Membership { target } => {
             let i = targets(c, *target, rng).await[0];
             let voters = c.remove_member(i).await?;
@@ -321,6 +269,65 @@ pub async fn start(
             ))
         }
     }
+}
+
+/// Cuts the network into `shape`; returns what was cut.
+async fn partition(c: &mut Cluster, shape: Shape, rng: &mut Rng) -> Result<String, String> {
+    let n = c.len();
+    Ok(match shape {
+        Shape::IsolateOne | Shape::IsolateLeader => {
+            let x = if shape == Shape::IsolateLeader {
+                c.leader().await.unwrap_or_else(|| rng.below(n))
+            } else {
+                rng.below(n)
+            };
+            for o in (0..n).filter(|o| *o != x) {
+                c.net.partition(x, o)?;
+            }
+            format!("isolated n{}", x + 1)
+        }
+        Shape::Halves => {
+            let order = rng.shuffled(n);
+            let (small, big) = order.split_at(n / 2);
+            for &a in small {
+                for &b in big {
+                    c.net.partition(a, b)?;
+                }
+            }
+            format!("halves {} | {}", ids(small), ids(big))
+        }
+        Shape::Ring => {
+            // each node reaches its two ring neighbours only: every node sees a
+            // majority, no two see the same one
+            let order = rng.shuffled(n);
+            for (p, &a) in order.iter().enumerate() {
+                for (q, &b) in order.iter().enumerate().skip(p + 1) {
+                    let d = q - p;
+                    if d != 1 && d != n - 1 {
+                        c.net.partition(a, b)?;
+                    }
+                }
+            }
+            format!("ring {}", ids(&order))
+        }
+        Shape::OneWay => {
+            let order = rng.shuffled(n);
+            let (from, to) = (order[0], order[1]);
+            c.net.drop_from(from, to, None)?;
+            format!("one-way n{} -> n{} dropped", from + 1, to + 1)
+        }
+    })
+}
+
+/// Drops `percent` % of the packets between every pair of nodes.
+fn packet_loss(c: &mut Cluster, percent: u32) -> Result<String, String> {
+    let n = c.len();
+    for a in 0..n {
+        for b in (0..n).filter(|b| *b != a) {
+            c.net.drop_from(a, b, Some(percent as f64 / 100.0))?;
+        }
+    }
+    Ok(format!("{percent}% loss between all nodes"))
 }
 
 /// Undoes a fault.

@@ -48,7 +48,7 @@ pub fn is_root() -> bool {
 
 impl Net {
     /// Creates `n` namespaces on a new bridge, in a /24 chosen from `tag` (so that concurrent
-    /// runs do not collide).
+    /// runs do not collide). On an error, what was made so far is removed again (by `Drop`).
     pub fn create(n: usize, tag: u32) -> Result<Net, String> {
         if !is_root() {
             return Err("network namespaces and iptables need root; run as root".into());
@@ -60,24 +60,33 @@ impl Net {
             hosts: Vec::new(),
             forward_rule: Vec::new(),
         };
-        run("ip", &["link", "add", &bridge, "type", "bridge"])?;
+        net.add_bridge(third)?;
+        net.allow_forwarding()?;
+        for i in 0..n {
+            net.add_host(tag, third, i)?;
+        }
+        Ok(net)
+    }
+
+    /// The bridge, at 10.77.`third`.1/24, with its owner's pid recorded.
+    fn add_bridge(&mut self, third: u32) -> Result<(), String> {
+        let bridge = self.bridge.as_str();
+        run("ip", &["link", "add", bridge, "type", "bridge"])?;
         // who owns the bridge: `clean` leaves the runs whose owner is alive alone
         let _ = std::fs::create_dir_all(OWNER_DIR);
-        let _ = std::fs::write(owner_file(&bridge), std::process::id().to_string());
+        let _ = std::fs::write(owner_file(bridge), std::process::id().to_string());
         run(
             "ip",
-            &[
-                "addr",
-                "add",
-                &format!("10.77.{third}.1/24"),
-                "dev",
-                &bridge,
-            ],
+            &["addr", "add", &format!("10.77.{third}.1/24"), "dev", bridge],
         )?;
-        run("ip", &["link", "set", &bridge, "up"])?;
-        // Docker sets the FORWARD policy to DROP, and bridged traffic passes FORWARD when
-        // br_netfilter is loaded: let traffic between our namespaces through.
-        let rule: Vec<String> = ["FORWARD", "-i", &bridge, "-o", &bridge, "-j", "ACCEPT"]
+        run("ip", &["link", "set", bridge, "up"])
+    }
+
+    /// Docker sets the FORWARD policy to DROP, and bridged traffic passes FORWARD when
+    /// br_netfilter is loaded: let traffic between our namespaces through.
+    fn allow_forwarding(&mut self) -> Result<(), String> {
+        let bridge = self.bridge.as_str();
+        let rule: Vec<String> = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -86,41 +95,42 @@ impl Net {
         insert.extend(rule.iter().cloned());
         let insert_ref: Vec<&str> = insert.iter().map(String::as_str).collect();
         run("iptables", &insert_ref)?;
-        net.forward_rule = rule;
-        for i in 0..n {
-            let netns = format!("rq{}n{}", tag % 100_000, i + 1);
-            let ip = format!("10.77.{third}.{}", 11 + i);
-            let outside = format!("rq{}v{}", tag % 100_000, i + 1);
-            run("ip", &["netns", "add", &netns])?;
-            net.hosts.push(Host {
-                netns: netns.clone(),
-                ip: ip.clone(),
-            });
-            run(
-                "ip",
-                &[
-                    "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns",
-                    &netns,
-                ],
-            )?;
-            run("ip", &["link", "set", &outside, "master", &bridge])?;
-            run("ip", &["link", "set", &outside, "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &netns,
-                    "addr",
-                    "add",
-                    &format!("{ip}/24"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
-            run("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
-        }
-        Ok(net)
+        self.forward_rule = rule;
+        Ok(())
+    }
+
+    /// Host `i`: a namespace with a veth pair to the bridge, at 10.77.`third`.(11 + i).
+    fn add_host(&mut self, tag: u32, third: u32, i: usize) -> Result<(), String> {
+        let netns = format!("rq{}n{}", tag % 100_000, i + 1);
+        let ip = format!("10.77.{third}.{}", 11 + i);
+        let outside = format!("rq{}v{}", tag % 100_000, i + 1);
+        run("ip", &["netns", "add", &netns])?;
+        self.hosts.push(Host {
+            netns: netns.clone(),
+            ip: ip.clone(),
+        });
+        run(
+            "ip",
+            &[
+                "link", "add", &outside, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+        )?;
+        run("ip", &["link", "set", &outside, "master", &self.bridge])?;
+        run("ip", &["link", "set", &outside, "up"])?;
+        run(
+            "ip",
+            &[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        run("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+        run("ip", &["-n", &netns, "link", "set", "lo", "up"])
     }
 
     /// A command that runs `program` inside host `i`'s namespace.

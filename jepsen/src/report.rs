@@ -269,18 +269,7 @@ pub fn latency_svg(history: &[Event]) -> String {
         .collect();
     let oks = points.iter().filter(|p| p.2 == Kind::Ok).count();
     let stride = oks.div_ceil(MAX_POINTS).max(1);
-    let min = points
-        .iter()
-        .map(|p| p.1.max(0.001))
-        .fold(f64::INFINITY, f64::min);
-    let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
-    let (lo, hi) = if points.is_empty() {
-        (-1, 3)
-    } else {
-        let lo = min.log10().floor() as i32;
-        let hi = (max.max(0.001).log10().ceil() as i32).max(lo + 1);
-        (lo, hi)
-    };
+    let (lo, hi) = log_decades(&points);
     let a = Axes {
         x_max: history_end_s(history),
         y: YScale::Log { lo, hi },
@@ -292,6 +281,31 @@ pub fn latency_svg(history: &[Event]) -> String {
     let mut s = svg_open(&title);
     s.push_str(&draw_faults(&a, &fault_windows(history)));
     s.push_str(&draw_axes(&a, "latency (ms, log scale)"));
+    s.push_str(&draw_points(&a, &points, stride));
+    s.push_str(&outcome_legend());
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The decades (powers of ten, ms) the latencies span; -1..3 when there are none.
+fn log_decades(points: &[(f64, f64, Kind)]) -> (i32, i32) {
+    if points.is_empty() {
+        return (-1, 3);
+    }
+    let min = points
+        .iter()
+        .map(|p| p.1.max(0.001))
+        .fold(f64::INFINITY, f64::min);
+    let max = points.iter().map(|p| p.1).fold(0.0, f64::max);
+    let lo = min.log10().floor() as i32;
+    let hi = (max.max(0.001).log10().ceil() as i32).max(lo + 1);
+    (lo, hi)
+}
+
+/// The latency points, a group per outcome (ok, then info, then fail on top); only every
+/// `stride`-th ok point is drawn.
+fn draw_points(a: &Axes, points: &[(f64, f64, Kind)], stride: usize) -> String {
+    let mut s = String::new();
     let mut n_ok = 0usize;
     for (kind, colour) in [
         (Kind::Ok, OK_COLOUR),
@@ -302,7 +316,7 @@ pub fn latency_svg(history: &[Event]) -> String {
             "<g class=\"{}\" fill=\"{colour}\" fill-opacity=\"0.6\">\n",
             outcome_name(kind)
         ));
-        for &(t, l, k) in &points {
+        for &(t, l, k) in points {
             if k != kind {
                 continue;
             }
@@ -320,7 +334,12 @@ pub fn latency_svg(history: &[Event]) -> String {
         }
         s.push_str("</g>\n");
     }
-    // legend
+    s
+}
+
+/// The legend of the outcomes' colours, top right.
+fn outcome_legend() -> String {
+    let mut s = String::new();
     for (i, (name, colour)) in [
         ("ok", OK_COLOUR),
         ("fail", FAIL_COLOUR),
@@ -338,7 +357,6 @@ pub fn latency_svg(history: &[Event]) -> String {
             TOP - 8.0
         ));
     }
-    s.push_str("</svg>\n");
     s
 }
 
@@ -451,8 +469,20 @@ pub fn index_html(
         t = escape(&title),
         v = validity_name(valid)
     );
+    s.push_str(&test_table(test));
+    s.push_str(&checker_table(results));
+    s.push_str(
+        "<h2>Latency</h2>\n<img src=\"latency.svg\" alt=\"latency of operations over time\">\n\
+         <h2>Throughput</h2>\n<img src=\"throughput.svg\" alt=\"ok operations per second over time\">\n",
+    );
+    s.push_str(&file_list(logs));
+    s.push_str("</body>\n</html>\n");
+    s
+}
 
-    s.push_str("<h2>Test</h2>\n<table>\n");
+/// The "Test" section: the test's options, a row each.
+fn test_table(test: &serde_json::Value) -> String {
+    let mut s = "<h2>Test</h2>\n<table>\n".to_string();
     match test.as_object() {
         Some(map) => {
             for (k, v) in map {
@@ -469,11 +499,12 @@ pub fn index_html(
         )),
     }
     s.push_str("</table>\n");
+    s
+}
 
-    s.push_str(
-        "<h2>Checkers</h2>\n<table>\n<tr><th>checker</th><th>valid</th><th>counts</th><th>examples</th></tr>\n",
-    );
-    // deciding checkers first, then the ones that only report
+/// The "Checkers" section: deciding checkers first, then the ones that only report.
+fn checker_table(results: &BTreeMap<String, Verdict>) -> String {
+    let mut s = "<h2>Checkers</h2>\n<table>\n<tr><th>checker</th><th>valid</th><th>counts</th><th>examples</th></tr>\n".to_string();
     let reporting = |n: &str| n == AVAILABILITY || n == ORDERING_SOFT;
     let ordered = results
         .iter()
@@ -486,35 +517,40 @@ pub fn index_html(
             .iter()
             .map(|(k, n)| format!("{}: {n}", escape(k)))
             .collect();
-        let mut examples = String::new();
-        if !v.examples.is_empty() {
-            examples.push_str("<ul class=\"examples\">");
-            for e in &v.examples {
-                examples.push_str(&format!("<li>{}</li>", escape(e)));
-            }
-            examples.push_str("</ul>");
-        }
-        if let Some(d) = &v.details {
-            let pretty = serde_json::to_string_pretty(d).unwrap_or_default();
-            examples.push_str(&format!(
-                "<details><summary>details</summary><pre>{}</pre></details>",
-                escape(&pretty)
-            ));
-        }
         s.push_str(&format!(
-            "<tr><th>{}</th><td class=\"{valid}\">{valid}</td><td>{}</td><td>{examples}</td></tr>\n",
+            "<tr><th>{}</th><td class=\"{valid}\">{valid}</td><td>{}</td><td>{}</td></tr>\n",
             escape(name),
             counts.join("<br>"),
+            examples_cell(v),
         ));
     }
     s.push_str("</table>\n");
+    s
+}
 
-    s.push_str(
-        "<h2>Latency</h2>\n<img src=\"latency.svg\" alt=\"latency of operations over time\">\n\
-         <h2>Throughput</h2>\n<img src=\"throughput.svg\" alt=\"ok operations per second over time\">\n",
-    );
+/// A verdict's examples as a list, and its details (if any) folded away.
+fn examples_cell(v: &Verdict) -> String {
+    let mut examples = String::new();
+    if !v.examples.is_empty() {
+        examples.push_str("<ul class=\"examples\">");
+        for e in &v.examples {
+            examples.push_str(&format!("<li>{}</li>", escape(e)));
+        }
+        examples.push_str("</ul>");
+    }
+    if let Some(d) = &v.details {
+        let pretty = serde_json::to_string_pretty(d).unwrap_or_default();
+        examples.push_str(&format!(
+            "<details><summary>details</summary><pre>{}</pre></details>",
+            escape(&pretty)
+        ));
+    }
+    examples
+}
 
-    s.push_str("<h2>Files</h2>\n<ul>\n");
+/// The "Files" section: the standard files, then `logs` (each once).
+fn file_list(logs: &[String]) -> String {
+    let mut s = "<h2>Files</h2>\n<ul>\n".to_string();
     let mut files: Vec<&str> = STANDARD_FILES.to_vec();
     for l in logs {
         if !files.contains(&l.as_str()) {
@@ -525,7 +561,7 @@ pub fn index_html(
         let f = escape(f);
         s.push_str(&format!("<li><a href=\"{f}\">{f}</a></li>\n"));
     }
-    s.push_str("</ul>\n</body>\n</html>\n");
+    s.push_str("</ul>\n");
     s
 }
 

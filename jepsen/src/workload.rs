@@ -127,6 +127,15 @@ impl Proc {
         }
         r
     }
+
+    /// [`Proc::run`] for an operation whose ok is recorded as it was invoked.
+    async fn run_plain<T, F>(&self, op: Op, call: F) -> Result<T, ClientError>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let done = op.clone();
+        self.run(op, call, |_| done).await
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -203,7 +212,7 @@ pub async fn adder(mut p: Proc, s: Settings, stop: Arc<AtomicBool>) {
             priority: s.record_priority.then_some(priority),
             delay_ms: None,
         };
-        let _ = p.run(op.clone(), p.client.add(req), |_| op.clone()).await;
+        let _ = p.run_plain(op, p.client.add(req)).await;
         tokio::time::sleep(s.add_interval).await;
     }
 }
@@ -221,92 +230,109 @@ fn report() -> pb::RunReport {
 pub async fn worker(mut p: Proc, s: Settings, stop: Arc<AtomicBool>, draining: Arc<AtomicBool>) {
     let runner_id = uuid_bytes(&mut p.rng);
     while !stop.load(Ordering::Relaxed) {
-        let req = pb::ReserveRequest {
-            request_id: raftq_client::request_id(),
-            runner_id: runner_id.clone(),
-            sched_group: String::new(),
-            ttr_ms: s.ttr_ms,
-            wait_ms: 300,
-        };
-        let invoke = Op::Reserve {
-            job: None,
-            fence: None,
-            ttr_ms: Some(s.ttr_ms),
-        };
-        let r = p
-            .run(invoke, p.client.reserve(req), |r| Op::Reserve {
-                job: r
-                    .job
-                    .as_ref()
-                    .map(|j| job_name(&j.spec.clone().unwrap_or_default().cmd)),
-                fence: r.job.as_ref().map(|j| j.fence),
-                ttr_ms: Some(s.ttr_ms),
-            })
-            .await;
-        let job = match r {
-            Ok(pb::ReserveResponse { job: Some(j), .. }) => j,
-            Ok(_) => continue,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some(job) = reserve(&p, &runner_id, s).await else {
+            continue;
         };
         let name = job_name(&job.spec.clone().unwrap_or_default().cmd);
         let jref = pb::JobRef {
             key: job.key.clone(),
             fence: job.fence,
         };
-        let fence = job.fence;
-        if !s.work_time.is_zero() && !draining.load(Ordering::Relaxed) {
-            tokio::time::sleep(s.work_time).await;
+        hold(&mut p, s, &draining, &name, &jref).await;
+        finish(&mut p, s, name, jref).await;
+    }
+}
+
+/// One reserve (a short long poll); the job, or None when there was none or the call failed
+/// (after a short pause, so that a worker does not spin against a node that is down).
+async fn reserve(p: &Proc, runner_id: &[u8], s: Settings) -> Option<pb::Job> {
+    let req = pb::ReserveRequest {
+        request_id: raftq_client::request_id(),
+        runner_id: runner_id.to_vec(),
+        sched_group: String::new(),
+        ttr_ms: s.ttr_ms,
+        wait_ms: 300,
+    };
+    let invoke = Op::Reserve {
+        job: None,
+        fence: None,
+        ttr_ms: Some(s.ttr_ms),
+    };
+    let r = p
+        .run(invoke, p.client.reserve(req), |r| Op::Reserve {
+            job: r
+                .job
+                .as_ref()
+                .map(|j| job_name(&j.spec.clone().unwrap_or_default().cmd)),
+            fence: r.job.as_ref().map(|j| j.fence),
+            ttr_ms: Some(s.ttr_ms),
+        })
+        .await;
+    match r {
+        Ok(pb::ReserveResponse { job, .. }) => job,
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
         }
-        if p.rng.chance(s.stall_chance) && !draining.load(Ordering::Relaxed) {
-            let ms = p.rng.range(s.ttr_ms * 6 / 5, s.ttr_ms * 7 / 2);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        if s.stall_chance > 0.0 || p.rng.chance(0.3) {
-            let op = Op::Touch {
-                job: name.clone(),
-                fence,
-            };
-            let req = pb::TouchRequest {
-                request_id: raftq_client::request_id(),
-                job: Some(jref.clone()),
-            };
-            let _ = p.run(op.clone(), p.client.touch(req), |_| op.clone()).await;
-        }
-        let x = p.rng.f64();
-        if x < s.release_chance {
-            let op = Op::Release { job: name, fence };
-            let req = pb::ReleaseRequest {
-                request_id: raftq_client::request_id(),
-                job: Some(jref),
-                report: None,
-                reason: "jepsen release".into(),
-            };
-            let _ = p
-                .run(op.clone(), p.client.release(req), |_| op.clone())
-                .await;
-        } else if x < s.release_chance + s.bury_chance {
-            let op = Op::Bury { job: name, fence };
-            let req = pb::BuryRequest {
-                request_id: raftq_client::request_id(),
-                job: Some(jref),
-                report: None,
-                reason: "jepsen bury".into(),
-            };
-            let _ = p.run(op.clone(), p.client.bury(req), |_| op.clone()).await;
-        } else {
-            let op = Op::Archive { job: name, fence };
-            let req = pb::ArchiveRequest {
-                request_id: raftq_client::request_id(),
-                job: Some(jref),
-                report: Some(report()),
-            };
-            let _ = p
-                .run(op.clone(), p.client.archive(req), |_| op.clone())
-                .await;
-        }
+    }
+}
+
+/// What a worker does while it holds a job: works on it, maybe stalls past its TTR (not while
+/// `draining`), and maybe touches it.
+async fn hold(p: &mut Proc, s: Settings, draining: &AtomicBool, name: &str, jref: &pb::JobRef) {
+    if !s.work_time.is_zero() && !draining.load(Ordering::Relaxed) {
+        tokio::time::sleep(s.work_time).await;
+    }
+    if p.rng.chance(s.stall_chance) && !draining.load(Ordering::Relaxed) {
+        let ms = p.rng.range(s.ttr_ms * 6 / 5, s.ttr_ms * 7 / 2);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if s.stall_chance > 0.0 || p.rng.chance(0.3) {
+        let op = Op::Touch {
+            job: name.to_string(),
+            fence: jref.fence,
+        };
+        let req = pb::TouchRequest {
+            request_id: raftq_client::request_id(),
+            job: Some(jref.clone()),
+        };
+        let _ = p.run_plain(op, p.client.touch(req)).await;
+    }
+}
+
+/// Releases, buries or archives the held job, by the workload's chances.
+async fn finish(p: &mut Proc, s: Settings, job: String, jref: pb::JobRef) {
+    let fence = jref.fence;
+    let x = p.rng.f64();
+    if x < s.release_chance {
+        let req = pb::ReleaseRequest {
+            request_id: raftq_client::request_id(),
+            job: Some(jref),
+            report: None,
+            reason: "jepsen release".into(),
+        };
+        let _ = p
+            .run_plain(Op::Release { job, fence }, p.client.release(req))
+            .await;
+    } else if x < s.release_chance + s.bury_chance {
+        let req = pb::BuryRequest {
+            request_id: raftq_client::request_id(),
+            job: Some(jref),
+            report: None,
+            reason: "jepsen bury".into(),
+        };
+        let _ = p
+            .run_plain(Op::Bury { job, fence }, p.client.bury(req))
+            .await;
+    } else {
+        let req = pb::ArchiveRequest {
+            request_id: raftq_client::request_id(),
+            job: Some(jref),
+            report: Some(report()),
+        };
+        let _ = p
+            .run_plain(Op::Archive { job, fence }, p.client.archive(req))
+            .await;
     }
 }
 
