@@ -13,9 +13,13 @@
 //! - [`nemesis`]: the faults, their schedule, applying and undoing them.
 //! - [`workload`]: adders and workers, and the recorder of the history.
 //! - [`history`]: operations, their outcomes, `history.jsonl`.
-//! - [`checker`]: the checkers; each returns `valid: true / false / unknown` with counts and
-//!   examples.
+//! - [`checker`]: the checkers, one per file; each returns `valid: true / false / unknown` with
+//!   counts and examples.
 //! - [`report`]: plots and `index.html`.
+//! - [`rng`]: the seeded generator (SplitMix64) every random choice draws from, so that a seed
+//!   reproduces a schedule.
+//! - [`sim`]: the deterministic simulation (`raftq-jepsen sim`): the queue's state machine on
+//!   simulated replicas under a simulated Raft, in virtual time, judged by the same checkers.
 
 pub mod checker;
 pub mod db;

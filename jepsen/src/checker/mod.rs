@@ -1,4 +1,17 @@
 //! Checkers: each reads the history and says whether it is valid, with counts and examples.
+//! [`check_all`] runs them all and [`overall`] makes the run's verdict. The longer checkers
+//! first gather what the history shows into a struct (`Seen`), then check it in named steps.
+//!
+//! - `total_queue`: every acknowledged add is in the final read, exactly once.
+//! - `fencing`: fences increase, no success with a stale fence, no early lease takeover.
+//! - `lifecycle`: each job's client-visible life is legal.
+//! - `completion`: after the final phase every acknowledged job is complete.
+//! - `convergence`: after the final phase every node's state digest is the same.
+//! - `ordering`: priorities and delays (the ordering workload; soft by default).
+//! - `availability`: a summary of how the cluster served clients (not a correctness check),
+//!   and the helpers the other checkers and the report share: pairing invocations with
+//!   completions, fault windows, times for examples.
+//! - `testkit` (tests only): history-building helpers.
 
 mod availability;
 mod completion;
