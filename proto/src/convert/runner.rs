@@ -1,15 +1,21 @@
 //! The requests a runner makes: Reserve a job, then report on the job it holds (Started,
-//! Touch, Archive, Release, Bury). A held job is named by a `JobRef` (key and fence).
+//! Touch, Archive, Release, Bury). A held job is named by a `JobRef` (key and fence); `held`
+//! reads it, with the request id, for all five.
 
 use super::scalars::{job_key, request_id, runner_id};
 use super::ConvertError;
 use crate::pb;
-use queue_fsm::{Command, FenceToken, JobKey, Request};
+use queue_fsm::{Command, FenceToken, JobKey, Request, RequestId};
 
-/// The job a runner holds: `job` must be present; errors name `job` or `job.key`.
-fn job_ref(j: Option<pb::JobRef>) -> Result<(JobKey, FenceToken), ConvertError> {
-    let j = j.ok_or_else(|| ConvertError::missing("job"))?;
-    Ok((job_key("job.key", &j.key)?, FenceToken(j.fence)))
+/// What every report on a held job starts with: its request id and the job the runner holds
+/// (`job` must be present). Errors name `request_id`, `job` or `job.key`, in that order.
+fn held(
+    request_id_bytes: &[u8],
+    job: Option<pb::JobRef>,
+) -> Result<(Option<RequestId>, JobKey, FenceToken), ConvertError> {
+    let id = request_id(request_id_bytes)?;
+    let j = job.ok_or_else(|| ConvertError::missing("job"))?;
+    Ok((id, job_key("job.key", &j.key)?, FenceToken(j.fence)))
 }
 
 /// Reserve. An empty `sched_group` means any group. `wait_ms` is not part of the command (the
@@ -29,8 +35,7 @@ pub fn reserve_request(r: pb::ReserveRequest) -> Result<Request, ConvertError> {
 }
 
 pub fn started_request(r: pb::StartedRequest) -> Result<Request, ConvertError> {
-    let id = request_id(&r.request_id)?;
-    let (key, fence) = job_ref(r.job)?;
+    let (id, key, fence) = held(&r.request_id, r.job)?;
     Ok(Request::new(
         id,
         Command::Started {
@@ -43,15 +48,13 @@ pub fn started_request(r: pb::StartedRequest) -> Result<Request, ConvertError> {
 }
 
 pub fn touch_request(r: pb::TouchRequest) -> Result<Request, ConvertError> {
-    let id = request_id(&r.request_id)?;
-    let (key, fence) = job_ref(r.job)?;
+    let (id, key, fence) = held(&r.request_id, r.job)?;
     Ok(Request::new(id, Command::Touch { key, fence }))
 }
 
 /// Archive. The run report is required (resource learning depends on it).
 pub fn archive_request(r: pb::ArchiveRequest) -> Result<Request, ConvertError> {
-    let id = request_id(&r.request_id)?;
-    let (key, fence) = job_ref(r.job)?;
+    let (id, key, fence) = held(&r.request_id, r.job)?;
     let report = r.report.ok_or_else(|| ConvertError::missing("report"))?;
     Ok(Request::new(
         id,
@@ -63,9 +66,11 @@ pub fn archive_request(r: pb::ArchiveRequest) -> Result<Request, ConvertError> {
     ))
 }
 
+/// Release and Bury are the same message (the held job, an optional run report, a reason) and
+/// differ only in the command; one message and one command for both is a change to
+/// `raftq.proto` and queue-fsm's `Command`, not to this mapping.
 pub fn release_request(r: pb::ReleaseRequest) -> Result<Request, ConvertError> {
-    let id = request_id(&r.request_id)?;
-    let (key, fence) = job_ref(r.job)?;
+    let (id, key, fence) = held(&r.request_id, r.job)?;
     Ok(Request::new(
         id,
         Command::Release {
@@ -78,8 +83,7 @@ pub fn release_request(r: pb::ReleaseRequest) -> Result<Request, ConvertError> {
 }
 
 pub fn bury_request(r: pb::BuryRequest) -> Result<Request, ConvertError> {
-    let id = request_id(&r.request_id)?;
-    let (key, fence) = job_ref(r.job)?;
+    let (id, key, fence) = held(&r.request_id, r.job)?;
     Ok(Request::new(
         id,
         Command::Bury {
