@@ -19,7 +19,7 @@
 //!
 //! Without a final read, and with no violation otherwise, the verdict is unknown.
 
-use super::availability::PairedOp;
+use super::ops::PairedOp;
 use super::{client_ops, secs, Validity, Verdict};
 use crate::history::{Event, Kind, Op};
 use std::collections::BTreeMap;

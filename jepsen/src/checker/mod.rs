@@ -8,9 +8,9 @@
 //! - `completion`: after the final phase every acknowledged job is complete.
 //! - `convergence`: after the final phase every node's state digest is the same.
 //! - `ordering`: priorities and delays (the ordering workload; soft by default).
-//! - `availability`: a summary of how the cluster served clients (not a correctness check),
-//!   and the helpers the other checkers and the report share: pairing invocations with
-//!   completions, fault windows, times for examples.
+//! - `availability`: a summary of how the cluster served clients (not a correctness check).
+//! - `ops`: what the checkers and the report share: the history as operations (invocations
+//!   paired with completions), the fault windows, times for examples.
 //! - `testkit` (tests only): history-building helpers.
 
 mod availability;
@@ -18,17 +18,18 @@ mod completion;
 mod convergence;
 mod fencing;
 mod lifecycle;
+mod ops;
 mod ordering;
 #[cfg(test)]
 pub(crate) mod testkit;
 mod total_queue;
 
 pub use availability::availability;
-pub(crate) use availability::{client_ops, fault_windows, secs, FaultWindow};
 pub use completion::completion;
 pub use convergence::convergence;
 pub use fencing::fencing;
 pub use lifecycle::lifecycle;
+pub(crate) use ops::{client_ops, fault_windows, secs, FaultWindow};
 pub use ordering::ordering;
 pub use total_queue::total_queue;
 

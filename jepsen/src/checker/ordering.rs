@@ -16,7 +16,7 @@
 //! Only adds with a priority are considered (other workloads leave it out); with none the
 //! verdict is valid with nothing checked.
 
-use super::availability::PairedOp;
+use super::ops::PairedOp;
 use super::{client_ops, secs, Verdict};
 use crate::history::{Event, Kind, Op};
 use std::collections::{BTreeMap, BTreeSet};
