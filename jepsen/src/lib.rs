@@ -16,10 +16,13 @@
 //! - [`checker`]: the checkers; each returns `valid: true / false / unknown` with counts and
 //!   examples.
 //! - [`report`]: plots and `index.html`.
+//! - [`lossyfs`]: a FUSE filesystem that loses un-synced writes and directory changes on a
+//!   power cut (the `power` nemesis's default).
 
 pub mod checker;
 pub mod db;
 pub mod history;
+pub mod lossyfs;
 pub mod nemesis;
 pub mod net;
 pub mod report;
