@@ -95,7 +95,7 @@ struct SnapshotFile {
 
 impl SnapshotFile {
     fn open(dir: PathBuf) -> io::Result<SnapshotFile> {
-        std::fs::create_dir_all(&dir)?;
+        crate::durable::create_dir_all(&dir)?;
         let current = read_meta(&dir.join("current"))?.and_then(|m| m.last_log_id);
         Ok(SnapshotFile {
             dir,
@@ -127,11 +127,7 @@ impl SnapshotFile {
             meta: meta.clone(),
             data: data.clone(),
         };
-        let tmp = self.dir.join("current.tmp");
-        std::fs::write(&tmp, encode("snapshot", &record)?)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, self.path())?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        crate::durable::replace_file(&self.path(), &encode("snapshot", &record)?, 0o644)?;
         *current = meta.last_log_id;
         Ok(true)
     }
