@@ -20,10 +20,13 @@
 //!   reproduces a schedule.
 //! - [`sim`]: the deterministic simulation (`raftq-jepsen sim`): the queue's state machine on
 //!   simulated replicas under a simulated Raft, in virtual time, judged by the same checkers.
+//! - [`lossyfs`]: a FUSE filesystem that loses un-synced writes and directory changes on a
+//!   power cut (`raftq-jepsen lossyfs`).
 
 pub mod checker;
 pub mod db;
 pub mod history;
+pub mod lossyfs;
 pub mod nemesis;
 pub mod net;
 pub mod report;

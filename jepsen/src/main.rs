@@ -44,6 +44,29 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Mounts a filesystem that passes through to BACKING and loses, on a `cut` sent to its
+    /// control socket, every write and directory change not synced (needs root and
+    /// /dev/fuse). The `power` nemesis runs each node's data directory on one.
+    Lossyfs(LossyfsArgs),
+}
+
+#[derive(Args)]
+struct LossyfsArgs {
+    /// The directory that holds the data.
+    #[arg(long)]
+    backing: PathBuf,
+    /// Where to mount it.
+    #[arg(long)]
+    mountpoint: PathBuf,
+    /// The control socket: one line `cut`, `stop` or `status` per connection.
+    #[arg(long)]
+    control: PathBuf,
+    /// Seed of the tearing draws: the same seed and the same un-synced state lose the same.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// On a cut, keep a random prefix of each file's un-synced writes and tear the last one.
+    #[arg(long)]
+    tear: bool,
 }
 
 #[derive(Args)]
@@ -190,6 +213,22 @@ fn main() -> ExitCode {
                 kept.len()
             );
             return ExitCode::SUCCESS;
+        }
+        Cmd::Lossyfs(a) => {
+            let options = raftq_jepsen::lossyfs::Options {
+                backing: a.backing,
+                mountpoint: a.mountpoint,
+                control: a.control,
+                seed: a.seed,
+                tear: a.tear,
+            };
+            return match raftq_jepsen::lossyfs::serve(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lossyfs: error: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
     };
     let code = match test(a) {

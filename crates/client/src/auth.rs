@@ -102,20 +102,31 @@ pub fn read_token_file(path: &Path) -> Result<String, String> {
 }
 
 /// Reads the token file, creating it (mode 0600, a new random token) if it does not exist.
+/// A new file is durable when this returns (written in full under a temporary name, fsynced,
+/// renamed, directory fsynced): a node that lost power just after making it must not come
+/// back with an empty token file and refuse to start.
 pub fn ensure_token_file(path: &Path) -> Result<String, String> {
     if !path.exists() {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let tmp = path.with_extension("tmp");
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("creating token file {}: {e}", path.display()))?;
-        writeln!(f, "{}", new_token()).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .open(&tmp)
+            .map_err(|e| format!("creating token file {}: {e}", tmp.display()))?;
+        writeln!(f, "{}", new_token())
+            .and_then(|()| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| std::fs::File::open(dir)?.sync_all())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     read_token_file(path)
 }

@@ -101,9 +101,12 @@ impl<S: Store> Fsm<S> {
         export(&self.store, chunk_bytes)
     }
 
-    /// Replaces the whole state with the exported chunks, atomically: one batch deletes every
-    /// key there is and writes every key of the chunks, so a crash leaves either the old state
-    /// or the new one. (The snapshot is in memory already; so is this batch.)
+    /// Replaces the whole state with the exported chunks, atomically and durably: one batch
+    /// deletes every key there is and writes every key of the chunks, so a crash leaves either
+    /// the old state or the new one, and the store is synced before this returns. The sync
+    /// matters because the log entries the snapshot covers are purged once it is installed:
+    /// an installed state that a power loss could take back would need entries that are gone.
+    /// (The snapshot is in memory already; so is this batch.)
     pub fn import(&mut self, chunks: impl IntoIterator<Item = Chunk>) -> Result<(), StoreError> {
         let mut batch = Vec::new();
         for s in Space::ALL {
@@ -119,6 +122,7 @@ impl<S: Store> Fsm<S> {
             }
         }
         self.store_mut().write(batch)?;
+        self.store_mut().sync()?;
         let meta: Meta = match self.store().get(Space::Meta, keys::META_STATE)? {
             Some(b) => decode("meta", &b)?,
             None => Meta::fresh(self.meta().config.clone()),

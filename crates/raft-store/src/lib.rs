@@ -14,12 +14,14 @@
 //! `snapshots/current` and shipped whole to lagging followers.
 //!
 //! ## Layout
+//! - [`durable`]: directories and files made so that they survive a power loss.
 //! - [`types`]: the openraft type configuration and what a log entry carries ([`Proposal`]).
 //! - [`log_store`]: `RaftLogStorage` + `RaftLogReader`.
 //! - [`state_machine`]: `RaftStateMachine` + `RaftSnapshotBuilder`.
 //!
 //! Queue rules live in `queue-fsm`; nothing here looks inside a command.
 
+pub mod durable;
 pub mod log_store;
 pub mod state_machine;
 pub mod types;
@@ -40,7 +42,11 @@ pub fn open(
     fsm_config: queue_fsm::FsmConfig,
     options: RocksOptions,
 ) -> std::io::Result<(LogStore, StateMachine)> {
-    std::fs::create_dir_all(dir)?;
+    // RocksDB creates a missing database directory but does not sync its name into the
+    // parent: made here, durably, a power loss cannot take a node's whole store away.
+    for d in [dir.to_path_buf(), dir.join("log"), dir.join("fsm")] {
+        durable::create_dir_all(&d)?;
+    }
     let log = LogStore::open(&dir.join("log"), options)?;
     let sm = StateMachine::open(dir, fsm_config, options)?;
     Ok((log, sm))

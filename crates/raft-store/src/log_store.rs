@@ -131,7 +131,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = self.last_entry_log_id()?.or(last_purged);
+        // The purge point is synced before the entries behind it are deleted, and the delete is
+        // not: after a power loss, entries at or below the purge point can come back. They are
+        // not the log's end then (openraft refuses a log that ends before its purge point).
+        let last = std::cmp::max(self.last_entry_log_id()?, last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,

@@ -128,8 +128,15 @@ pub trait StoreRead {
 
 /// Read and atomic write access.
 pub trait Store: StoreRead {
-    /// Applies all writes atomically, in order (a later write to a key wins).
+    /// Applies all writes atomically, in order (a later write to a key wins). Not durable by
+    /// itself: the Raft log is the durable record of applied entries (see [`Store::sync`]).
     fn write(&mut self, batch: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Makes every write so far durable (survives a power loss). A store in memory has
+    /// nothing to do.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None` when there is no

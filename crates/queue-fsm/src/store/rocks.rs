@@ -2,7 +2,9 @@
 //!
 //! Writes go through the WAL but are not synced: the Raft log is the durable record, and a
 //! state machine that loses its last unsynced batches on power loss replays them from the log
-//! (the applied log id is written in the same batch, so the two never disagree).
+//! (the applied log id is written in the same batch, so the two never disagree). The exception
+//! is a snapshot install ([`Store::sync`] after the import), because the log behind it is
+//! purged.
 //!
 //! [`RocksOptions`] is shared with raft-store's log store, so that both databases of a node are
 //! opened the same way.
@@ -27,7 +29,7 @@ pub struct RocksOptions {
     /// `SyncWAL`), so it covers every earlier write. A SIGKILL drops the buffer, and on reopen
     /// point-in-time WAL recovery ends at the last record that reached the file. What the log
     /// store acknowledges stays durable (it syncs each append batch, the vote and the purge
-    /// point); the state machine store never syncs, so a killed node restarts it from where it
+    /// point); the state machine store syncs only after installing a snapshot, so a killed node restarts it from where it
     /// was at the last memtable switch (usually: when the node started) and openraft brings it
     /// up to date from `snapshots/current` and the log, as after a real power loss.
     ///
@@ -162,5 +164,10 @@ impl Store for RocksStore {
             }
         }
         self.db.write(wb).map_err(io)
+    }
+
+    /// Writes the WAL out and fsyncs it, which covers every earlier write.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.db.flush_wal(true).map_err(io)
     }
 }

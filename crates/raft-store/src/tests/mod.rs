@@ -127,9 +127,65 @@ fn snapshot_moves_queue_state_to_another_replica() {
         apply_all(&mut src, vec![add_entry(51, &["next"])]).await;
         apply_all(&mut dst, vec![add_entry(51, &["next"])]).await;
         assert_eq!(digest(&dst), digest(&src));
-        // a snapshot whose data does not match its meta is refused
+        // a snapshot whose data does not match its meta is refused (meta newer than the
+        // snapshot file, so that the data check is what refuses it)
         let mut wrong = snap.meta.clone();
-        wrong.last_log_id = Some(openraft::testing::log_id::<TypeConfig>(1, 1, 7));
+        wrong.last_log_id = Some(openraft::testing::log_id::<TypeConfig>(1, 1, 70));
         assert!(dst.install_snapshot(&wrong, snap.snapshot).await.is_err());
+    });
+}
+
+/// openraft builds a snapshot in a task of its own from an export taken earlier; when that
+/// build ends after a newer snapshot was installed, the snapshot file keeps the newer one. (A
+/// file gone back behind the purged log made a node unable to restart after a power loss.)
+#[test]
+fn a_late_build_never_replaces_a_newer_snapshot_file() {
+    TypeConfig::run(async {
+        let src_dir = TempDir::new().unwrap();
+        let (_, mut src) = open_default(src_dir.path()).unwrap();
+        apply_all(
+            &mut src,
+            (1..=20)
+                .map(|i| add_entry(i, &[&format!("s {i}")]))
+                .collect(),
+        )
+        .await;
+        let newer = src
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+
+        let dir = TempDir::new().unwrap();
+        let (_, mut sm) = open_default(dir.path()).unwrap();
+        apply_all(
+            &mut sm,
+            (1..=5)
+                .map(|i| add_entry(i, &[&format!("s {i}")]))
+                .collect(),
+        )
+        .await;
+        let mut late = sm.get_snapshot_builder().await;
+        sm.install_snapshot(&newer.meta, newer.snapshot.clone())
+            .await
+            .unwrap();
+        let built = late.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.unwrap().index, 5);
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, newer.meta, "the snapshot file went back");
+
+        // The file is read back as it is after a restart, and an older snapshot is refused
+        // rather than installed over it.
+        drop(sm);
+        let (_, mut sm) = open_default(dir.path()).unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, newer.meta);
+        let err = sm
+            .install_snapshot(&built.meta, built.snapshot)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("snapshot file is newer"), "{err}");
+        assert_eq!(digest(&sm), digest(&src));
     });
 }
