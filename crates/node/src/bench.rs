@@ -4,9 +4,9 @@
 //! free ports), which also allows the failover trials (kill -9 of the leader under load).
 //! Every loop is bounded by a count and by `--max-seconds` per phase.
 
-use crate::local::LocalCluster;
 use anyhow::{bail, Context};
 use raftq_client::{request_id, Client, ClientConfig};
+use raftq_local::{small_job as job, LocalCluster};
 use raftq_proto::pb;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,21 +56,6 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-}
-
-/// A small job (100 MB, 1 minute, 1 core) in rep group `rep`; also used by the e2e tests.
-pub fn job(cmd: String, rep: &str) -> pb::JobSpec {
-    pb::JobSpec {
-        cmd,
-        rep_grp: rep.into(),
-        requirements: Some(pb::Requirements {
-            ram_mb: 100,
-            time_s: 60,
-            cores_milli: 1000,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn add_req(jobs: Vec<pb::JobSpec>) -> pb::AddRequest {
@@ -302,10 +287,7 @@ async fn failover_trial(
     trial: usize,
     tag: &str,
 ) -> anyhow::Result<f64> {
-    let leader = cluster
-        .wait_leader(Duration::from_secs(30))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let client = Arc::new(Client::new(
         cluster.addrs(),
         ClientConfig {
@@ -372,9 +354,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             _tmp = TempDirGuard(dir.clone());
             let mut c = LocalCluster::on_free_ports(exe, &dir, a.nodes, "")?;
             c.start_all()?;
-            c.wait_leader(Duration::from_secs(30))
-                .await
-                .map_err(anyhow::Error::msg)?;
+            c.wait_leader(Duration::from_secs(30)).await?;
             let addrs = c.addrs().join(",");
             eprintln!(
                 "started a local cluster of {} nodes in {}",

@@ -1,11 +1,11 @@
 //! The `raftq` command line.
 
 use crate::config::NodeConfig;
-use crate::local::LocalCluster;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use raftq_client::jobline::{parse_duration_s, parse_line, parse_memory_mb, JobDefaults};
 use raftq_client::{Client, ClientConfig};
+use raftq_local::LocalCluster;
 use raftq_proto::pb;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -508,10 +508,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             dir.join("token").display()
         ),
     )?;
-    let leader = cluster
-        .wait_leader(Duration::from_secs(30))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     println!(
         "raftq cluster of {} nodes is up; leader: node {leader}",
         a.nodes

@@ -16,7 +16,6 @@
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
 //! - [`cli`]: the `raftq` command line (node, up, down, add, status, ...).
 //! - [`bench`]: `raftq bench`.
-//! - [`local`]: clusters of node processes on this machine (`up`, `bench`, tests).
 //!
 //! Queue rules live in `queue-fsm`; this crate only carries commands to it.
 
@@ -26,7 +25,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod limits;
-pub mod local;
 pub mod node;
 pub mod proposer;
 pub mod queue_service;
