@@ -8,7 +8,7 @@
 use raftq_client::Client;
 use raftq_local::LocalCluster;
 use raftq_proto::pb;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -18,22 +18,7 @@ pub use raftq_proto;
 
 /// The `raftq` executable to test.
 pub fn raftq_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RAFTQ_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<test> → target/<profile>/raftq
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let bin = dir.join("raftq");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (cargo build -p raftq-node) or set RAFTQ_BIN",
-        bin.display()
-    );
-    bin
+    raftq_local::raftq_for_tests().unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub struct Cluster {

@@ -33,6 +33,9 @@ pub enum LaunchError {
     /// The client of the cluster could not be built (bad addresses).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// No `raftq` executable where a test looked for it.
+    #[error("{0} not found: build it first (cargo build -p raftq-node) or set RAFTQ_BIN")]
+    NoExecutable(PathBuf),
     /// The running nodes did not agree on a running leader in time.
     #[error("no agreed leader within {timeout_s} s (views {views:?}); see {dir}/node-N.log")]
     NoLeader {
@@ -122,6 +125,25 @@ pub struct LocalCluster {
     pub token: String,
     /// Put nodes in their own process group (they outlive the parent's terminal).
     pub detach: bool,
+}
+
+/// The `raftq` executable that tests start: `$RAFTQ_BIN`, else the one cargo builds beside
+/// the test executable (`target/<profile>/deps/<test>` → `target/<profile>/raftq`).
+pub fn raftq_for_tests() -> Result<PathBuf, LaunchError> {
+    if let Some(p) = std::env::var_os("RAFTQ_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(io("finding the test executable"))?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("raftq"))
+        .unwrap_or_else(|| PathBuf::from("raftq"));
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(LaunchError::NoExecutable(bin))
+    }
 }
 
 /// A free loopback port (bound, then released for a node to take).

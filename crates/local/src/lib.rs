@@ -11,7 +11,8 @@
 //! nodes do not link the server (openraft, RocksDB) and nothing here needs clap.
 //!
 //! ## Layout
-//! - [`cluster`]: [`LocalCluster`], [`LocalNode`], [`LaunchError`], [`free_port`].
+//! - [`cluster`]: [`LocalCluster`], [`LocalNode`], [`LaunchError`], [`free_port`],
+//!   [`raftq_for_tests`].
 //! - [`wait`]: [`wait_for`], polling a condition until a deadline.
 //! - [`job`]: [`small_job`], the job spec `raftq bench` and the e2e tests add.
 
@@ -19,6 +20,6 @@ pub mod cluster;
 pub mod job;
 pub mod wait;
 
-pub use cluster::{free_port, LaunchError, LocalCluster, LocalNode};
+pub use cluster::{free_port, raftq_for_tests, LaunchError, LocalCluster, LocalNode};
 pub use job::small_job;
 pub use wait::wait_for;
