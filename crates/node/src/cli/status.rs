@@ -155,3 +155,62 @@ async fn print_details(client: &Client, a: &StatusArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::MatchArg;
+
+    fn stats() -> pb::StatsResponse {
+        let group = |counts: &[(&str, u64)]| pb::StateCounts {
+            counts: counts.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        };
+        pb::StatsResponse {
+            rep_groups: [
+                ("align-1".to_string(), group(&[("ready", 2), ("buried", 1)])),
+                ("align-2".to_string(), group(&[("ready", 3)])),
+                ("call".to_string(), group(&[("complete", 4)])),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn names(stats: &pb::StatsResponse, rep_grp: Option<&str>, how: MatchArg) -> Vec<String> {
+        let sel = RepGroupArg {
+            rep_grp: rep_grp.map(String::from),
+            r#match: how,
+        };
+        let groups = selected_groups(stats, &sel);
+        groups.keys().map(|g| g.to_string()).collect()
+    }
+
+    #[test]
+    fn rep_groups_are_selected_as_match_says() {
+        let s = stats();
+        assert_eq!(names(&s, None, MatchArg::Exact).len(), 3);
+        assert_eq!(
+            names(&s, Some("align"), MatchArg::Exact),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&s, Some("align"), MatchArg::Prefix),
+            ["align-1", "align-2"]
+        );
+        assert_eq!(names(&s, Some("l"), MatchArg::Substring).len(), 3);
+        assert_eq!(names(&s, Some("call"), MatchArg::Exact), ["call"]);
+    }
+
+    #[test]
+    fn totals_name_every_state_and_add_up_the_selected_groups() {
+        let s = stats();
+        let sel = RepGroupArg {
+            rep_grp: Some("align".into()),
+            r#match: MatchArg::Prefix,
+        };
+        let t = totals(&selected_groups(&s, &sel));
+        assert_eq!(t.len(), StateName::ALL.len());
+        assert_eq!((t["ready"], t["buried"], t["complete"]), (5, 1, 0));
+    }
+}
