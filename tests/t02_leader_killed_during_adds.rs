@@ -40,14 +40,12 @@ async fn acknowledged_adds_survive_leader_kill() {
     }
 
     // step 2: once some adds went through, kill the leader
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while total(&client, "ready").await < 2_000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "adds did not progress"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "2,000 adds (adds did not progress)",
+        Duration::from_secs(60),
+        || async { (total(&client, "ready").await >= 2_000).then_some(()) },
+    )
+    .await;
     cluster.kill(leader);
 
     let mut acked = BTreeSet::new();

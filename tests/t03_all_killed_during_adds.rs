@@ -27,14 +27,12 @@ async fn nothing_acknowledged_is_lost_when_all_nodes_die() {
             acked
         })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while total(&client, "ready").await < 500 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "adds did not progress"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "500 adds (adds did not progress)",
+        Duration::from_secs(60),
+        || async { (total(&client, "ready").await >= 500).then_some(()) },
+    )
+    .await;
 
     // step 2: everything dies at once
     for id in 1..=3 {

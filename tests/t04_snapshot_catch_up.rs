@@ -30,20 +30,22 @@ async fn lagging_node_catches_up_by_snapshot() {
 
     // step 2: the leader purges its log past the stopped node (snapshots every 100 entries;
     // it may wait for the stalled replication stream to give up first)
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = client.cluster_status_of(leader as usize - 1).await.unwrap();
-        let me = s.nodes.iter().find(|n| n.id == leader).unwrap();
-        if me.purged_index > down_index {
-            break;
+    let purged = raftq_local::wait_for(Duration::from_secs(60), Duration::from_millis(100), || {
+        let client = &client;
+        async move {
+            let s = client.cluster_status_of(leader as usize - 1).await.unwrap();
+            let me = s.nodes.iter().find(|n| n.id == leader).unwrap();
+            let seen = (me.snapshot_index, me.purged_index);
+            if me.purged_index > down_index {
+                Ok(seen)
+            } else {
+                Err(seen)
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leader did not purge past {down_index}: snapshot {} purged {}",
-            me.snapshot_index,
-            me.purged_index
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await;
+    if let Err((snapshot, purged)) = purged {
+        panic!("leader did not purge past {down_index}: snapshot {snapshot} purged {purged}");
     }
 
     // step 3: restart it; it converges

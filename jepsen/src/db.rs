@@ -1,12 +1,13 @@
 //! The cluster under test: one `raftq node` process per network namespace, started, killed
-//! (SIGKILL), paused (SIGSTOP/SIGCONT) and restarted by the harness. Each node's output goes to
-//! `node-N.log` in the run's directory, appended across restarts.
+//! (SIGKILL), paused (SIGSTOP/SIGCONT) and restarted by the harness through the shared
+//! launcher (`raftq_local::LocalCluster`, which runs each node inside `ip netns exec`). Each
+//! node's output goes to `node-N.log` in the run's directory, appended across restarts.
+//! Nodes are numbered 0.. here (the nemesis' host indexes); their raftq ids are 1...
 
 use crate::net::Net;
 use raftq_client::{Client, ClientConfig};
-use std::fs::OpenOptions;
+use raftq_local::LocalCluster;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// The port every node listens on, inside its own namespace.
@@ -42,24 +43,27 @@ pub struct NodeOptions {
     pub power_loss: bool,
 }
 
-struct NodeProc {
-    child: Option<Child>,
-    paused: bool,
-    options: NodeOptions,
-    /// Removed from the cluster (stopped, data wiped) by the membership nemesis.
-    removed: bool,
-    /// Starts without `--peers` (it was wiped and waits to be added back).
-    joins: bool,
+impl NodeOptions {
+    /// The `raftq node` arguments that set these options.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![format!("--clock-offset-ms={}", self.clock_offset_ms)];
+        if self.power_loss {
+            args.push("--power-loss-sim".into());
+        }
+        args
+    }
 }
 
 pub struct Cluster {
     pub net: Net,
     pub dir: PathBuf,
-    bin: PathBuf,
-    token_file: PathBuf,
-    config_file: PathBuf,
     pub token: String,
-    nodes: Vec<NodeProc>,
+    /// The node processes (id = index + 1).
+    local: LocalCluster,
+    /// Each node's options, as last started.
+    options: Vec<NodeOptions>,
+    /// Removed from the cluster (stopped, data wiped) by the membership nemesis.
+    removed: Vec<bool>,
     /// One admin client per node, talking to that node only.
     admin: Vec<Client>,
     /// A client of every node (follows the leader), for membership changes.
@@ -67,6 +71,10 @@ pub struct Cluster {
     /// Nodes that exited without being killed (crashes), noticed when they were next
     /// touched; the run records them in the history.
     pub exits: Vec<String>,
+}
+
+fn id_of(i: usize) -> u64 {
+    i as u64 + 1
 }
 
 impl Cluster {
@@ -79,21 +87,23 @@ impl Cluster {
         options: NodeOptions,
     ) -> Result<Cluster, String> {
         let net = Net::create(n, tag)?;
-        let token_file = dir.join("token");
-        let token = raftq_client::auth::ensure_token_file(&token_file)?;
-        let config_file = dir.join("node.toml");
-        std::fs::write(&config_file, NODE_CONFIG).map_err(|e| format!("node.toml: {e}"))?;
-        let admin_config = ClientConfig {
-            token: Some(token.clone()),
-            deadline: Duration::from_secs(2),
-            attempt_timeout: Duration::from_secs(1),
-            ..ClientConfig::default()
-        };
         let addrs: Vec<String> = net
             .hosts
             .iter()
             .map(|h| format!("{}:{PORT}", h.ip))
             .collect();
+        let mut local = LocalCluster::new(bin.to_path_buf(), dir, addrs.clone(), NODE_CONFIG)
+            .map_err(|e| e.to_string())?;
+        for (i, node) in local.nodes.iter_mut().enumerate() {
+            node.wrapper = net.wrapper(i);
+            node.args = options.args();
+        }
+        let admin_config = ClientConfig {
+            token: Some(local.token.clone()),
+            deadline: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(1),
+            ..ClientConfig::default()
+        };
         let mut admin = Vec::new();
         for a in &addrs {
             admin.push(
@@ -109,19 +119,10 @@ impl Cluster {
         let mut c = Cluster {
             net,
             dir: dir.to_path_buf(),
-            bin: bin.to_path_buf(),
-            token_file,
-            config_file,
-            token,
-            nodes: (0..n)
-                .map(|_| NodeProc {
-                    child: None,
-                    paused: false,
-                    options: options.clone(),
-                    removed: false,
-                    joins: false,
-                })
-                .collect(),
+            token: local.token.clone(),
+            local,
+            options: vec![options; n],
+            removed: vec![false; n],
             admin,
             all,
             exits: Vec::new(),
@@ -133,138 +134,72 @@ impl Cluster {
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.local.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.local.nodes.is_empty()
     }
 
     /// host:port of node `i` (0-based).
     pub fn addr(&self, i: usize) -> String {
-        format!("{}:{PORT}", self.net.hosts[i].ip)
+        self.local.nodes[i].addr.clone()
     }
 
     pub fn addrs(&self) -> Vec<String> {
-        (0..self.len()).map(|i| self.addr(i)).collect()
+        self.local.addrs()
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("node-{}.log", i + 1))
-    }
-
-    fn peers(&self) -> String {
-        (0..self.len())
-            .map(|i| format!("{}={}", i + 1, self.addr(i)))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.local.log_path(id_of(i))
     }
 
     /// Notes nodes whose process ended although nobody killed them.
     pub fn reap_exits(&mut self) {
-        for i in 0..self.len() {
-            let Some(c) = self.nodes[i].child.as_mut() else {
-                continue;
-            };
-            if let Ok(Some(status)) = c.try_wait() {
-                self.nodes[i].child = None;
-                self.nodes[i].paused = false;
-                self.exits.push(format!(
-                    "n{} exited by itself ({status}); see node-{}.log",
-                    i + 1,
-                    i + 1
-                ));
-            }
+        for (id, status) in self.local.reap_exits() {
+            self.exits.push(format!(
+                "n{id} exited by itself ({status}); see node-{id}.log"
+            ));
         }
     }
 
     /// Starts node `i` if it is not running (also after it crashed).
     pub fn start_node(&mut self, i: usize) -> Result<(), String> {
         self.reap_exits();
-        if self.nodes[i].child.is_some() {
+        if self.local.nodes[i].running() {
             return Ok(());
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(i))
-            .map_err(|e| format!("node log: {e}"))?;
-        let err = log.try_clone().map_err(|e| format!("node log: {e}"))?;
-        let o = self.nodes[i].options.clone();
-        let mut cmd = self.net.command(i, &self.bin);
-        cmd.args(["node", "--id", &(i + 1).to_string(), "--listen"])
-            .arg(self.addr(i))
-            .arg("--config")
-            .arg(&self.config_file)
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("node-{}", i + 1)))
-            .arg("--token-file")
-            .arg(&self.token_file)
-            .arg(format!("--clock-offset-ms={}", o.clock_offset_ms))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
-        if o.power_loss {
-            cmd.arg("--power-loss-sim");
-        }
-        if !self.nodes[i].joins {
-            cmd.arg("--peers").arg(self.peers());
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("starting node {}: {e}", i + 1))?;
-        self.nodes[i].child = Some(child);
-        self.nodes[i].paused = false;
-        Ok(())
+        self.local.start(id_of(i)).map_err(|e| e.to_string())
     }
 
     /// SIGKILL node `i` (a power loss when it runs in power-loss mode) and reap it.
     pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.nodes[i].paused = false;
-    }
-
-    fn signal(&mut self, i: usize, sig: libc::c_int) -> bool {
-        match &self.nodes[i].child {
-            Some(c) => {
-                // The child is the node itself: `ip netns exec` execs it.
-                // SAFETY: kill(2) with a pid we spawned and have not reaped.
-                unsafe { libc::kill(c.id() as libc::pid_t, sig) == 0 }
-            }
-            None => false,
-        }
+        self.local.kill(id_of(i));
     }
 
     pub fn pause_node(&mut self, i: usize) {
-        if self.signal(i, libc::SIGSTOP) {
-            self.nodes[i].paused = true;
-        }
+        self.local.pause(id_of(i));
     }
 
     pub fn resume_node(&mut self, i: usize) {
-        if self.nodes[i].paused {
-            self.signal(i, libc::SIGCONT);
-            self.nodes[i].paused = false;
-        }
+        self.local.resume(id_of(i));
     }
 
     /// Restarts node `i` with other options (the clock nemesis).
     pub fn restart_with(&mut self, i: usize, options: NodeOptions) -> Result<(), String> {
         self.kill_node(i);
-        self.nodes[i].options = options;
+        self.local.nodes[i].args = options.args();
+        self.options[i] = options;
         self.start_node(i)
     }
 
     pub fn options(&self, i: usize) -> NodeOptions {
-        self.nodes[i].options.clone()
+        self.options[i].clone()
     }
 
     pub fn is_running(&self, i: usize) -> bool {
-        self.nodes[i].child.is_some() && !self.nodes[i].paused
+        let n = &self.local.nodes[i];
+        n.running() && !n.paused()
     }
 
     /// The leader (0-based index) as the running nodes see it: the one most of those that
@@ -297,22 +232,17 @@ impl Cluster {
 
     /// Waits until a majority of the nodes agree on a leader.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Option<usize> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.leader().await {
-                return Some(l);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        raftq_local::wait_for(timeout, Duration::from_millis(200), || async {
+            self.leader().await.ok_or(())
+        })
+        .await
+        .ok()
     }
 
     /// Removes node `i` from the cluster, stops it and wipes its data (the membership
     /// nemesis); returns the voters after the change.
     pub async fn remove_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
-        let id = i as u64 + 1;
+        let id = id_of(i);
         let voters = match self.all.remove_node(id).await {
             Ok(v) => v,
             // the outcome is unknown (e.g. the leader removed itself and stepped down before
@@ -323,10 +253,11 @@ impl Cluster {
             },
         };
         self.kill_node(i);
-        let data = self.dir.join(format!("node-{}", i + 1));
+        let data = self.local.nodes[i].data_dir.clone();
         std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-        self.nodes[i].removed = true;
-        self.nodes[i].joins = true;
+        self.removed[i] = true;
+        // Wiped: it starts without --peers and waits to be added back.
+        self.local.nodes[i].joins = true;
         Ok(voters)
     }
 
@@ -342,7 +273,7 @@ impl Cluster {
     /// Starts removed node `i` empty and adds it back; returns the voters after the change.
     pub async fn readd_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
         self.start_node(i)?;
-        let id = i as u64 + 1;
+        let id = id_of(i);
         let voters = match self
             .all
             .add_node(id, self.addr(i), Duration::from_secs(60))
@@ -355,14 +286,14 @@ impl Cluster {
                 _ => return Err(format!("adding n{id} back: {e}")),
             },
         };
-        self.nodes[i].removed = false;
+        self.removed[i] = false;
         Ok(voters)
     }
 
     /// Adds back every node still removed (the final heal).
     pub async fn readd_removed(&mut self) -> Result<(), String> {
         for i in 0..self.len() {
-            if self.nodes[i].removed {
+            if self.removed[i] {
                 self.readd_member(i).await?;
             }
         }
@@ -378,7 +309,7 @@ impl Cluster {
                 .await
                 .ok()
                 .map(|d| format!("{}@{}", d.digest, d.applied_index));
-            out.push((i as u64 + 1, d));
+            out.push((id_of(i), d));
         }
         out
     }
@@ -387,8 +318,7 @@ impl Cluster {
     pub fn heal_processes(&mut self, normal: &NodeOptions) -> Result<(), String> {
         for i in 0..self.len() {
             self.resume_node(i);
-            let o = &self.nodes[i].options;
-            if o.clock_offset_ms != normal.clock_offset_ms {
+            if self.options[i].clock_offset_ms != normal.clock_offset_ms {
                 self.restart_with(i, normal.clone())?;
             }
             self.start_node(i)?;
@@ -399,9 +329,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Before the fields drop: `net` comes first and deletes the namespaces, which must
+        // not happen under running nodes.
         for i in 0..self.len() {
-            // a stopped process does not die of SIGKILL until continued on some kernels
-            self.resume_node(i);
             self.kill_node(i);
         }
     }

@@ -133,11 +133,13 @@ impl Net {
         run("ip", &["-n", &netns, "link", "set", "lo", "up"])
     }
 
-    /// A command that runs `program` inside host `i`'s namespace.
-    pub fn command(&self, i: usize, program: &std::path::Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.hosts[i].netns]).arg(program);
-        c
+    /// The program and arguments that run a program (given after them) inside host `i`'s
+    /// namespace; `ip netns exec` execs it, so the child's pid is the program's.
+    pub fn wrapper(&self, i: usize) -> Vec<std::ffi::OsString> {
+        ["ip", "netns", "exec", &self.hosts[i].netns]
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 
     /// Drops packets from host `from` arriving at host `to` (one way), all of them or, with

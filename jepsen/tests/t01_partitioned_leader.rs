@@ -6,31 +6,13 @@
 use raftq_client::{Client, ClientConfig};
 use raftq_jepsen::db::{Cluster, NodeOptions};
 use raftq_jepsen::net::is_root;
+use raftq_local::wait_for;
 use raftq_proto::pb;
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn raftq_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RAFTQ_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("raftq");
-    assert!(
-        bin.exists(),
-        "{} not found: cargo build -p raftq-node first",
-        bin.display()
-    );
-    bin
-}
-
+/// The leader all of `nodes` name, once they agree on one that is not `not`.
 async fn leader_seen_by(client: &Client, nodes: &[usize], not: u64, timeout: Duration) -> u64 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    let agreed = || async move {
         let mut seen = Vec::new();
         for &i in nodes {
             if let Ok(s) = client.cluster_status_of(i).await {
@@ -42,14 +24,14 @@ async fn leader_seen_by(client: &Client, nodes: &[usize], not: u64, timeout: Dur
             && seen[0] != not
             && seen.iter().all(|l| *l == seen[0])
         {
-            return seen[0];
+            Ok(seen[0])
+        } else {
+            Err(seen)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no agreed leader: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    wait_for(timeout, Duration::from_millis(100), agreed)
+        .await
+        .unwrap_or_else(|seen| panic!("no agreed leader: {seen:?}"))
 }
 
 fn add(n: usize, tag: &str) -> pb::AddRequest {
@@ -80,7 +62,7 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
         3,
         std::process::id(),
         dir.path(),
-        &raftq_bin(),
+        &raftq_local::raftq_for_tests().unwrap_or_else(|e| panic!("{e}")),
         NodeOptions::default(),
     )
     .expect("namespaces and nodes");
@@ -108,20 +90,25 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
 
     // step 3: heal; all three converge on the same state
     net.heal().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let converged = || async {
         let mut digests = Vec::new();
         for i in 0..3 {
             digests.push(client.digest_of(i).await.ok().map(|d| d.digest));
         }
         if digests[0].is_some() && digests.iter().all(|d| d == &digests[0]) {
-            break;
+            Ok(())
+        } else {
+            Err(digests)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no convergence: {digests:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if let Err(digests) = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        converged,
+    )
+    .await
+    {
+        panic!("no convergence: {digests:?}");
     }
     let stats = client.stats(false).await.unwrap();
     assert_eq!(stats.states["ready"], 20);

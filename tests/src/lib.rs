@@ -6,33 +6,19 @@
 //! `cargo test --workspace`), or at `$RAFTQ_BIN`.
 
 use raftq_client::Client;
-use raftq_node::local::LocalCluster;
+use raftq_local::LocalCluster;
 use raftq_proto::pb;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
 pub use raftq_client;
+pub use raftq_local;
 pub use raftq_proto;
 
 /// The `raftq` executable to test.
 pub fn raftq_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RAFTQ_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<test> → target/<profile>/raftq
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let bin = dir.join("raftq");
-    assert!(
-        bin.exists(),
-        "{} not found: build it first (cargo build -p raftq-node) or set RAFTQ_BIN",
-        bin.display()
-    );
-    bin
+    raftq_local::raftq_for_tests().unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub struct Cluster {
@@ -112,29 +98,27 @@ impl Cluster {
 
     /// Waits until every running node has the same state digest.
     pub async fn converged(&self, timeout: Duration) -> String {
-        let client = self.client();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        let client = &self.client();
+        raftq_local::wait_for(timeout, Duration::from_millis(100), || async move {
             let mut views = Vec::new();
             for (i, n) in self.local.nodes.iter().enumerate() {
                 if n.running() {
                     views.push(client.digest_of(i).await.ok());
                 }
             }
-            if let Some(Some(first)) = views.first() {
-                if views
-                    .iter()
-                    .all(|v| v.as_ref().is_some_and(|v| v.digest == first.digest))
+            match views.first() {
+                Some(Some(first))
+                    if views
+                        .iter()
+                        .all(|v| v.as_ref().is_some_and(|v| v.digest == first.digest)) =>
                 {
-                    return first.digest.clone();
+                    Ok(first.digest.clone())
                 }
+                _ => Err(views),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replicas did not converge within {timeout:?}: {views:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|views| panic!("replicas did not converge within {timeout:?}: {views:?}"))
     }
 }
 
@@ -153,7 +137,7 @@ impl Drop for Cluster {
 
 /// A job spec with just a command.
 pub fn job(cmd: impl Into<String>) -> pb::JobSpec {
-    raftq_node::bench::job(cmd.into(), "e2e")
+    raftq_local::small_job(cmd.into(), "e2e")
 }
 
 /// An Add of `cmds` with a fresh request id.
@@ -214,21 +198,19 @@ pub fn start_runner(cluster: &Cluster, name: &str, args: &[&str]) -> std::proces
         .expect("spawn raftq runner")
 }
 
-/// Waits until `f` returns Some, polling every 50 ms, up to `timeout`.
+/// Waits until `f` returns Some, polling every 50 ms, up to `timeout`; panics naming `what`
+/// when it does not.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let check = || {
+        let poll = f();
+        async move { poll.await.ok_or(()) }
+    };
+    match raftq_local::wait_for(timeout, Duration::from_millis(50), check).await {
+        Ok(v) => v,
+        Err(()) => panic!("timed out waiting for {what}"),
     }
 }

@@ -1,4 +1,4 @@
-//! # raftq-node: the manager process and the `raftq` command
+//! # raftq-node: the manager process
 //!
 //! A manager holds a replica of the queue (`queue-fsm` on `raft-store`), takes part in Raft
 //! (openraft), and serves the Queue, Admin and Raft gRPC services. Any node accepts any
@@ -14,19 +14,17 @@
 //! - [`ticker`]: leader-only `RenewLeases` after election and `Tick` at each deadline.
 //! - [`raft_net`]: openraft's network over gRPC, both sides.
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
-//! - [`cli`]: the `raftq` command line (node, up, down, add, status, ...).
-//! - [`bench`]: `raftq bench`.
-//! - [`local`]: clusters of node processes on this machine (`up`, `bench`, tests).
+//! - [`clock`]: the wall clock in milliseconds (with the test-only offset).
+//! - [`limits`]: bounds of messages and queues.
 //!
-//! Queue rules live in `queue-fsm`; this crate only carries commands to it.
+//! Queue rules live in `queue-fsm`; this crate only carries commands to it. The `raftq`
+//! command line is the binary's (`src/main.rs`, `src/cli/`), not this library's: the library
+//! does not use clap.
 
 pub mod admin_service;
-pub mod bench;
-pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod limits;
-pub mod local;
 pub mod node;
 pub mod proposer;
 pub mod queue_service;

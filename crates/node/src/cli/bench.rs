@@ -4,73 +4,59 @@
 //! free ports), which also allows the failover trials (kill -9 of the leader under load).
 //! Every loop is bounded by a count and by `--max-seconds` per phase.
 
-use crate::local::LocalCluster;
+use super::client_config;
 use anyhow::{bail, Context};
 use raftq_client::{request_id, Client, ClientConfig};
+use raftq_local::{small_job as job, LocalCluster};
 use raftq_proto::pb;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Clone)]
-pub struct BenchArgs {
+pub(super) struct BenchArgs {
     /// Cluster to measure; without it, a local cluster is started for the run.
     #[arg(long, env = "RAFTQ_CLUSTER")]
-    pub cluster: Option<String>,
+    cluster: Option<String>,
     /// The cluster's token file, with --cluster.
     #[arg(long, env = "RAFTQ_TOKEN_FILE")]
-    pub token_file: Option<std::path::PathBuf>,
+    token_file: Option<std::path::PathBuf>,
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
-    pub nodes: u64,
+    nodes: u64,
     /// Jobs for the bulk add.
     #[arg(long, default_value_t = 100_000)]
-    pub jobs: usize,
+    jobs: usize,
     /// Jobs per Add request in the bulk add.
     #[arg(long, default_value_t = 1_000)]
-    pub batch: usize,
+    batch: usize,
     /// Concurrent clients in the bulk add.
     #[arg(long, default_value_t = 4)]
-    pub adders: usize,
+    adders: usize,
     /// add→reserve→archive cycles per worker count.
     #[arg(long, default_value_t = 10_000)]
-    pub cycles: usize,
+    cycles: usize,
     /// Worker counts for the cycle test.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
-    pub workers: Vec<usize>,
+    workers: Vec<usize>,
     /// Sequential single-job adds for the latency test.
     #[arg(long, default_value_t = 2_000)]
-    pub latency_samples: usize,
+    latency_samples: usize,
     /// `true` jobs run by real runner processes, per runner count (local cluster only).
     #[arg(long, default_value_t = 2_000)]
-    pub runner_jobs: usize,
+    runner_jobs: usize,
     /// Runner counts for the runner test.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
-    pub runners: Vec<usize>,
+    runners: Vec<usize>,
     /// Failover trials (local cluster only).
     #[arg(long, default_value_t = 5)]
-    pub failover_trials: usize,
+    failover_trials: usize,
     /// Stop any phase after this long.
     #[arg(long, default_value_t = 120)]
-    pub max_seconds: u64,
+    max_seconds: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
-}
-
-/// A small job (100 MB, 1 minute, 1 core) in rep group `rep`; also used by the e2e tests.
-pub fn job(cmd: String, rep: &str) -> pb::JobSpec {
-    pb::JobSpec {
-        cmd,
-        rep_grp: rep.into(),
-        requirements: Some(pb::Requirements {
-            ram_mb: 100,
-            time_s: 60,
-            cores_milli: 1000,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    json: Option<std::path::PathBuf>,
 }
 
 fn add_req(jobs: Vec<pb::JobSpec>) -> pb::AddRequest {
@@ -218,7 +204,7 @@ async fn runner_phase(
         .map(|i| {
             let mut j = job(format!("true {rep} {i}"), &rep);
             j.cwd = work.display().to_string();
-            // A scheduler group of their own (see below).
+            // A scheduler group of their own (see `add_in_own_group`).
             if let Some(r) = j.requirements.as_mut() {
                 r.ram_mb = 150 + runners as u32;
             }
@@ -226,66 +212,19 @@ async fn runner_phase(
         })
         .collect();
     let start = Instant::now();
-    let mut first_key = None;
-    for chunk in jobs.chunks(1_000) {
-        let mut req = add_req(chunk.to_vec());
-        req.return_keys = first_key.is_none();
-        let r = client.add(req).await?;
-        first_key = first_key.or_else(|| r.keys.first().cloned());
-    }
-    // The runners take only these jobs (not those the other phases left behind).
-    let group = match first_key {
-        Some(k) => client
-            .get(vec![k], false)
-            .await?
-            .first()
-            .map(|j| j.sched_group.clone())
-            .unwrap_or_default(),
-        None => String::new(),
-    };
-    let exe = std::env::current_exe()?;
+    let group = add_in_own_group(client, &jobs).await?;
     let mut children = Vec::new();
     for _ in 0..runners {
-        children.push(
-            std::process::Command::new(&exe)
-                .args([
-                    "runner",
-                    "--idle-exit",
-                    "2s",
-                    "--group",
-                    &group,
-                    "--cluster",
-                ])
-                .arg(cluster.addrs().join(","))
-                .env("RAFTQ_TOKEN", &cluster.token)
-                .env_remove("RAFTQ_TOKEN_FILE")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()?,
-        );
+        children.push(spawn_runner(cluster, &group)?);
     }
     let deadline = start + Duration::from_secs(a.max_seconds);
-    let mut done = 0;
-    while Instant::now() < deadline {
-        // Counts per rep group cost O(groups), not O(jobs): polling does not slow the run.
-        let stats = client.stats(true).await?;
-        done = stats
-            .rep_groups
-            .get(&rep)
-            .and_then(|c| c.counts.get("complete"))
-            .copied()
-            .unwrap_or(0) as usize;
-        if done >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = wait_completed(client, &rep, n, deadline).await;
     let secs = start.elapsed().as_secs_f64();
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
     }
+    let done = done?;
     if done < n {
         bail!(
             "runner phase: only {done} of {n} jobs completed in {} s",
@@ -295,6 +234,66 @@ async fn runner_phase(
     Ok(n as f64 / secs)
 }
 
+/// Adds `jobs` and returns their scheduler group, so that the runners take only these jobs
+/// (not those the other phases left behind).
+async fn add_in_own_group(client: &Client, jobs: &[pb::JobSpec]) -> anyhow::Result<String> {
+    let mut first_key = None;
+    for chunk in jobs.chunks(1_000) {
+        let mut req = add_req(chunk.to_vec());
+        req.return_keys = first_key.is_none();
+        let r = client.add(req).await?;
+        first_key = first_key.or_else(|| r.keys.first().cloned());
+    }
+    Ok(match first_key {
+        Some(k) => client
+            .get(vec![k], false)
+            .await?
+            .first()
+            .map(|j| j.sched_group.clone())
+            .unwrap_or_default(),
+        None => String::new(),
+    })
+}
+
+/// A `raftq runner` process for scheduler group `group` that exits when idle for 2 s.
+fn spawn_runner(cluster: &LocalCluster, group: &str) -> anyhow::Result<std::process::Child> {
+    let exe = std::env::current_exe()?;
+    Ok(std::process::Command::new(&exe)
+        .args(["runner", "--idle-exit", "2s", "--group", group, "--cluster"])
+        .arg(cluster.addrs().join(","))
+        .env("RAFTQ_TOKEN", &cluster.token)
+        .env_remove("RAFTQ_TOKEN_FILE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
+}
+
+/// Completed jobs of rep group `rep` once there are `n`, or at `deadline`.
+async fn wait_completed(
+    client: &Client,
+    rep: &str,
+    n: usize,
+    deadline: Instant,
+) -> anyhow::Result<usize> {
+    let mut done = 0;
+    while Instant::now() < deadline {
+        // Counts per rep group cost O(groups), not O(jobs): polling does not slow the run.
+        let stats = client.stats(true).await?;
+        done = stats
+            .rep_groups
+            .get(rep)
+            .and_then(|c| c.counts.get("complete"))
+            .copied()
+            .unwrap_or(0) as usize;
+        if done >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(done)
+}
+
 /// Kills the leader while a writer adds jobs; returns the seconds from the kill to the first
 /// add that succeeded after it.
 async fn failover_trial(
@@ -302,10 +301,7 @@ async fn failover_trial(
     trial: usize,
     tag: &str,
 ) -> anyhow::Result<f64> {
-    let leader = cluster
-        .wait_leader(Duration::from_secs(30))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let client = Arc::new(Client::new(
         cluster.addrs(),
         ClientConfig {
@@ -357,40 +353,78 @@ async fn failover_trial(
     Ok(gap)
 }
 
-pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let tag = run_tag();
-    let mut local = None;
-    let _tmp;
-    let (addrs, config) = match &a.cluster {
-        Some(c) => (
-            c.clone(),
-            crate::cli::client_config(a.token_file.as_deref())?,
-        ),
-        None => {
-            let dir = tempfile_dir()?;
-            let exe = std::env::current_exe().context("finding the raftq executable")?;
-            _tmp = TempDirGuard(dir.clone());
-            let mut c = LocalCluster::on_free_ports(exe, &dir, a.nodes, "")?;
-            c.start_all()?;
-            c.wait_leader(Duration::from_secs(30))
-                .await
-                .map_err(anyhow::Error::msg)?;
-            let addrs = c.addrs().join(",");
-            eprintln!(
-                "started a local cluster of {} nodes in {}",
-                a.nodes,
-                dir.display()
-            );
-            let config = c.client_config();
-            local = Some(c);
-            (addrs, config)
-        }
-    };
-    let client = Arc::new(Client::from_list(&addrs, config)?);
-    let mut out = serde_json::Map::new();
-    out.insert("nodes".into(), addrs.split(',').count().into());
+/// The cluster under measurement: the one `--cluster` names, or a local one started for the
+/// run in a temp dir.
+struct Target {
+    addrs: String,
+    config: ClientConfig,
+    /// Dropped (its nodes killed) before `_dir` removes its directory.
+    local: Option<LocalCluster>,
+    _dir: Option<TempDirGuard>,
+}
 
-    let rate = bulk_add(&client, &a, &tag).await?;
+async fn target(a: &BenchArgs) -> anyhow::Result<Target> {
+    if let Some(c) = &a.cluster {
+        return Ok(Target {
+            addrs: c.clone(),
+            config: client_config(a.token_file.as_deref())?,
+            local: None,
+            _dir: None,
+        });
+    }
+    let dir = tempfile_dir()?;
+    let guard = TempDirGuard(dir.clone());
+    let exe = std::env::current_exe().context("finding the raftq executable")?;
+    let mut c = LocalCluster::on_free_ports(exe, &dir, a.nodes, "")?;
+    c.start_all()?;
+    c.wait_leader(Duration::from_secs(30)).await?;
+    eprintln!(
+        "started a local cluster of {} nodes in {}",
+        a.nodes,
+        dir.display()
+    );
+    Ok(Target {
+        addrs: c.addrs().join(","),
+        config: c.client_config(),
+        local: Some(c),
+        _dir: Some(guard),
+    })
+}
+
+pub(super) async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let tag = run_tag();
+    let mut target = target(&a).await?;
+    let client = Arc::new(Client::from_list(&target.addrs, target.config.clone())?);
+    let mut out = serde_json::Map::new();
+    out.insert("nodes".into(), target.addrs.split(',').count().into());
+    client_phases(&client, &a, &tag, &mut out).await?;
+    if let Some(cluster) = target.local.as_mut() {
+        local_phases(cluster, &client, &a, &tag, &mut out).await?;
+    } else if a.failover_trials > 0 {
+        println!(
+            "failover: skipped (needs the local cluster this command starts without --cluster)"
+        );
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::Value::Object(out).to_string())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(mut c) = target.local.take() {
+        c.stop_all();
+    }
+    Ok(())
+}
+
+type Results = serde_json::Map<String, serde_json::Value>;
+
+/// The phases any cluster allows: bulk add, add→reserve→archive cycles, single-add latency.
+async fn client_phases(
+    client: &Arc<Client>,
+    a: &BenchArgs,
+    tag: &str,
+    out: &mut Results,
+) -> anyhow::Result<()> {
+    let rate = bulk_add(client, a, tag).await?;
     println!(
         "bulk add: {rate:.0} jobs/s ({} jobs, {} per request, {} clients)",
         a.jobs, a.batch, a.adders
@@ -398,12 +432,12 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     out.insert("bulk_add_jobs_per_s".into(), rate.round().into());
 
     for &w in &a.workers {
-        let rate = cycles(&client, w, &a, &tag).await?;
+        let rate = cycles(client, w, a, tag).await?;
         println!("add→reserve→archive, {w} worker(s): {rate:.0} cycles/s");
         out.insert(format!("cycles_per_s_{w}_workers"), rate.round().into());
     }
 
-    let (p50, p99) = latency(&client, &a, &tag).await?;
+    let (p50, p99) = latency(client, a, tag).await?;
     println!(
         "single add latency: p50 {p50:.2} ms, p99 {p99:.2} ms ({} sequential adds)",
         a.latency_samples
@@ -416,48 +450,43 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "add_latency_p99_ms".into(),
         ((p99 * 100.0).round() / 100.0).into(),
     );
+    Ok(())
+}
 
-    if let Some(cluster) = local.as_ref() {
-        for &r in &a.runners {
-            if a.runner_jobs == 0 {
-                break;
-            }
-            let rate = runner_phase(cluster, &client, a.runner_jobs, r, &a, &tag).await?;
-            println!(
-                "runners: {r} runner(s) ran {} `true` jobs at {rate:.0} jobs/s ({:.2} ms/job, add to archive)",
-                a.runner_jobs,
-                1000.0 / rate
-            );
-            out.insert(
-                format!("runner_jobs_per_s_{r}_runners"),
-                rate.round().into(),
-            );
+/// The phases that need a cluster this command started: runner processes, and failover
+/// trials (which kill its leader).
+async fn local_phases(
+    cluster: &mut LocalCluster,
+    client: &Client,
+    a: &BenchArgs,
+    tag: &str,
+    out: &mut Results,
+) -> anyhow::Result<()> {
+    for &r in &a.runners {
+        if a.runner_jobs == 0 {
+            break;
         }
-    }
-
-    if let Some(cluster) = local.as_mut() {
-        let mut gaps = Vec::new();
-        for t in 0..a.failover_trials {
-            let g = failover_trial(cluster, t, &tag).await?;
-            println!(
-                "failover trial {}: writes resumed {g:.3} s after kill -9 of the leader",
-                t + 1
-            );
-            gaps.push((g * 1000.0).round() / 1000.0);
-        }
-        out.insert("failover_s".into(), gaps.into());
-    } else if a.failover_trials > 0 {
+        let rate = runner_phase(cluster, client, a.runner_jobs, r, a, tag).await?;
         println!(
-            "failover: skipped (needs the local cluster this command starts without --cluster)"
+            "runners: {r} runner(s) ran {} `true` jobs at {rate:.0} jobs/s ({:.2} ms/job, add to archive)",
+            a.runner_jobs,
+            1000.0 / rate
+        );
+        out.insert(
+            format!("runner_jobs_per_s_{r}_runners"),
+            rate.round().into(),
         );
     }
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::Value::Object(out).to_string())
-            .with_context(|| format!("writing {}", p.display()))?;
+    let mut gaps = Vec::new();
+    for t in 0..a.failover_trials {
+        let g = failover_trial(cluster, t, tag).await?;
+        println!(
+            "failover trial {}: writes resumed {g:.3} s after kill -9 of the leader",
+            t + 1
+        );
+        gaps.push((g * 1000.0).round() / 1000.0);
     }
-    if let Some(mut c) = local {
-        c.stop_all();
-    }
+    out.insert("failover_s".into(), gaps.into());
     Ok(())
 }
 

@@ -1,0 +1,221 @@
+//! # The `raftq` command line
+//!
+//! The binary's modules, not the server library's: `raftq_node` (the library) knows nothing of
+//! clap. Each subcommand has a file with its arguments and its `run`, as mini-redis keeps one
+//! command per file in `src/cmd/`; this module holds the clap top level, the options several
+//! commands share (the cluster to talk to, the rep-group selection) and the runtime set-up.
+//!
+//! ## Layout
+//! - [`node`]: `raftq node`, one manager node.
+//! - [`up`]: `raftq up`, a local cluster on 127.0.0.1 (pid files, `raftq.env`).
+//! - [`down`]: `raftq down`, stopping what `raftq up --detach` left running.
+//! - [`add`]: `raftq add`, jobs from lines of text or JSON.
+//! - [`status`]: `raftq status`, job counts per rep group and state, and job details.
+//! - [`select`]: `raftq kill`, `retry` and `remove` of jobs chosen by key or rep group.
+//! - [`cluster`]: `raftq cluster status|snapshot|add-node|remove-node`.
+//! - [`bench`]: `raftq bench`, throughput, latency and failover.
+//! - [`runner`]: `raftq runner`, reserve and run jobs until idle.
+
+mod add;
+mod bench;
+mod cluster;
+mod down;
+mod node;
+mod runner;
+mod select;
+mod status;
+mod up;
+
+use clap::{Args, Parser, Subcommand};
+use raftq_client::{Client, ClientConfig};
+use raftq_proto::pb;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "raftq",
+    version,
+    about = "A highly available job queue for batch compute"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one manager node.
+    Node(node::NodeArgs),
+    /// Start a local cluster of manager nodes on 127.0.0.1.
+    Up(up::UpArgs),
+    /// Stop a cluster started with `raftq up --detach`.
+    Down(down::DownArgs),
+    /// Add jobs: one per line, a plain command or a JSON object with wr's field names.
+    Add(add::AddArgs),
+    /// Show job counts per rep group and state.
+    Status(status::StatusArgs),
+    /// Kill running jobs (they are buried once their runner notices).
+    Kill(select::SelectArgs),
+    /// Put buried jobs back in the queue.
+    Retry(select::SelectArgs),
+    /// Remove jobs that are not running and not complete.
+    Remove(select::SelectArgs),
+    /// Cluster administration.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Measure throughput, latency and failover (starts its own cluster without --cluster).
+    Bench(bench::BenchArgs),
+    /// Reserve and run jobs until idle.
+    Runner(runner::RunnerArgs),
+}
+
+/// The cluster a command talks to.
+#[derive(Args, Clone)]
+struct ClusterArg {
+    /// Manager addresses, HOST:PORT,HOST:PORT,... (or RAFTQ_CLUSTER; `raftq up` writes it to
+    /// DIR/raftq.env)
+    #[arg(long, env = "RAFTQ_CLUSTER")]
+    cluster: String,
+    /// The cluster's token file (or RAFTQ_TOKEN_FILE; `raftq up` writes it to DIR/raftq.env).
+    #[arg(long, env = "RAFTQ_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ClusterArg {
+    /// A client of the cluster's nodes, with its token.
+    fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::from_list(
+            &self.cluster,
+            client_config(self.token_file.as_deref())?,
+        )?)
+    }
+}
+
+/// How `-i` matches rep group names.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MatchArg {
+    Exact,
+    Prefix,
+    Substring,
+}
+
+impl From<MatchArg> for pb::search_request::Match {
+    fn from(m: MatchArg) -> Self {
+        match m {
+            MatchArg::Exact => pb::search_request::Match::Exact,
+            MatchArg::Prefix => pb::search_request::Match::Prefix,
+            MatchArg::Substring => pb::search_request::Match::Substring,
+        }
+    }
+}
+
+/// Selecting jobs by rep group (status, kill, retry, remove).
+#[derive(Args)]
+struct RepGroupArg {
+    /// Only jobs of this rep group (see --match).
+    #[arg(short = 'i', long)]
+    rep_grp: Option<String>,
+    /// How -i matches.
+    #[arg(long, value_enum, default_value_t = MatchArg::Exact)]
+    r#match: MatchArg,
+}
+
+/// Parses the command line, sets up logging and the runtime, and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTQ_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.cmd {
+            Cmd::Node(_) => "info,openraft=warn",
+            _ => "warn",
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Node(a) => node::run(a).await,
+        Cmd::Up(a) => up::run(a).await,
+        Cmd::Down(a) => down::run(a).await,
+        Cmd::Add(a) => add::run(a).await,
+        Cmd::Status(a) => status::run(a).await,
+        Cmd::Kill(a) => select::run(a, select::Action::Kill).await,
+        Cmd::Retry(a) => select::run(a, select::Action::Retry).await,
+        Cmd::Remove(a) => select::run(a, select::Action::Remove).await,
+        Cmd::Cluster(c) => cluster::run(c).await,
+        Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Runner(a) => runner::run(a).await,
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Client settings: the token from `--token-file`/`RAFTQ_TOKEN_FILE`, else `RAFTQ_TOKEN`.
+fn client_config(token_file: Option<&Path>) -> anyhow::Result<ClientConfig> {
+    let token = match token_file {
+        Some(p) => Some(raftq_client::auth::read_token_file(p).map_err(anyhow::Error::msg)?),
+        None => std::env::var("RAFTQ_TOKEN").ok(),
+    };
+    Ok(ClientConfig {
+        token,
+        ..ClientConfig::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn power_loss_sim_is_a_hidden_node_flag() {
+        let parsed = |args: &[&str]| match Cli::try_parse_from(args).unwrap().cmd {
+            Cmd::Node(a) => a.power_loss_sim,
+            _ => unreachable!("not the node command"),
+        };
+        assert!(parsed(&["raftq", "node", "--power-loss-sim"]));
+        assert!(!parsed(&["raftq", "node"]));
+        let help = Cli::command()
+            .find_subcommand_mut("node")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("power-loss"), "{help}");
+    }
+}
