@@ -956,6 +956,8 @@ async fn cluster_status(c: ClusterArg, json: bool) -> anyhow::Result<()> {
             e.applied_index = own.applied_index;
             e.last_log_index = own.last_log_index;
             e.term = own.term;
+            e.store_errors = own.store_errors;
+            e.last_store_error = own.last_store_error.clone();
         }
     }
     for (id, n) in nodes.iter_mut() {
@@ -970,7 +972,8 @@ async fn cluster_status(c: ClusterArg, json: bool) -> anyhow::Result<()> {
                 serde_json::json!({
                     "id": n.id, "addr": n.addr, "role": n.role, "term": n.term,
                     "last_log_index": n.last_log_index, "applied_index": n.applied_index,
-                    "voter": n.voter,
+                    "voter": n.voter, "store_errors": n.store_errors,
+                    "last_store_error": n.last_store_error,
                 })
             })
             .collect();
@@ -998,6 +1001,12 @@ async fn cluster_status(c: ClusterArg, json: bool) -> anyhow::Result<()> {
             "{:>4}  {:<22} {:<11} {:>10} {:>10}",
             n.id, n.addr, n.role, n.last_log_index, n.applied_index
         );
+        if n.store_errors > 0 {
+            println!(
+                "      store errors: {} (last: {})",
+                n.store_errors, n.last_store_error
+            );
+        }
     }
     Ok(())
 }
