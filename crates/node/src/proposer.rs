@@ -88,6 +88,12 @@ impl<T> Batcher<T> {
     pub fn finished(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
+
+    /// The commands that never made it into an entry (a leader that stepped down answers
+    /// their callers).
+    pub fn into_waiting(self) -> impl Iterator<Item = T> {
+        self.waiting.into_iter()
+    }
 }
 
 /// The result of one entry of `n` commands as each caller sees it: its own outcome, by
@@ -221,6 +227,9 @@ mod tests {
         assert_eq!(b.next_batch(), Some(vec![6, 7]));
         assert_eq!(b.waiting(), 0);
         assert!(b.wants_more());
+        b.push(8);
+        b.push(9);
+        assert_eq!(b.into_waiting().collect::<Vec<_>>(), vec![8, 9]);
     }
 
     #[test]

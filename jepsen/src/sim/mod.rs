@@ -13,7 +13,9 @@
 //!   drawn from the seed, sit on a slow link (+10–40 ms) and lag behind the leader.
 //! - **A simulated Raft**: one log of entries (the leader's stamp from its own clock, the
 //!   requests it batched); a client's request reaches the leader, which appends it with
-//!   whatever else is pending (group commit), replicates it (delays of 1–5 ms, 3% of messages
+//!   whatever else is pending (group commit by the node's own `raftq_node::proposer::Batcher`
+//!   with the node's default bounds: at most 4,096 commands an entry, 8 entries in flight),
+//!   replicates it (delays of 1–5 ms, 3% of messages
 //!   10–60 ms, 1% lost; a 50 ms heartbeat re-sends what a follower lacks), commits an entry of
 //!   its own term once a majority holds it, and answers the client when it has applied it.
 //!   Followers learn the commit index from the leader and apply in order with random lag (now
@@ -23,9 +25,9 @@
 //!   majority side elects a replica whose log is at least as long as those of a majority
 //!   (Raft's election restriction: it holds every committed entry); the log is cut to the
 //!   winner's length; what the old leader held is lost (its clients hear "outcome unknown" if
-//!   it is alive, else time out). The new leader first proposes `RenewLeases`, then `Tick`
-//!   whenever its state machine's next deadline has passed by its own clock, like the real
-//!   node's ticker.
+//!   it is alive, else time out). The new leader's timers are the node's own
+//!   `raftq_node::ticker::Timers`: `RenewLeases` first, then `Tick` whenever its state
+//!   machine's next deadline has passed by its own clock, one at a time.
 //! - **Idempotent request ids and client retries**: a call has one request id; a lost request
 //!   or reply (4% of replies are lost), a 300 ms attempt timeout, a refused connection or a
 //!   leader change make the client retry with the same id after a backoff, until the call's
@@ -58,7 +60,16 @@
 //! after "none ready"), RocksDB, fsync and power loss (a replica's log survives a crash
 //! intact; messages in flight from a crashed node are dropped), pauses (SIGSTOP), one-way and
 //! ring partitions, linearizable reads other than the final phase's. The real
-//! `raftq-jepsen test` covers those layers. A valid sim run says that the queue state machine,
+//! `raftq-jepsen test` covers those layers.
+//!
+//! The proposer's and ticker's decisions are shipped code; their async drivers (tasks,
+//! channels, `tokio::time`) are not run here. Running openraft itself under the seed would
+//! need: a single-threaded tokio runtime with paused time driven by the event loop (or an
+//! openraft `AsyncRuntime` of our own), an in-memory `RaftNetworkV2` whose delays, losses and
+//! partitions come from the seeded generator, in-memory log and state-machine stores
+//! (`queue_fsm::MemStore` behind `RaftLogStorage`/`RaftStateMachine`), and openraft's own
+//! randomness (election timeouts) drawn from the seed; with those, `crate::sim` could run the
+//! real `raftq_node::node::Node` over a `Consensus` per replica. Not attempted. A valid sim run says that the queue state machine,
 //! its request ids, leases and fences, snapshot export/import and replay hold up under this
 //! model's faults; nothing more.
 //!
@@ -667,7 +678,8 @@ impl World {
     /// committed an entry of its term and applied everything committed.
     fn readable(&self) -> Option<usize> {
         let l = self.leader?;
-        let ok = self.leader_healthy() && self.lead.renewed && self.reps[l].applied >= self.commit;
+        let renewed = self.lead.timers.renewed_term() == Some(self.term);
+        let ok = self.leader_healthy() && renewed && self.reps[l].applied >= self.commit;
         ok.then_some(l)
     }
 

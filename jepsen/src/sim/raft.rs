@@ -6,11 +6,19 @@
 //! Every replica's log is a prefix of the one log [`World::log`]: a new leader truncates it to
 //! its own length (entries no majority held, and that it does not hold, are gone), so the
 //! prefix property holds without storing a log per replica.
+//!
+//! The leader's group commit and timers are the node's own code, driven in virtual time:
+//! [`Batcher`] (`raftq_node::proposer`) decides which pending requests form the next entry and
+//! bounds the entries in flight, [`Timers`] (`raftq_node::ticker`) decides when to propose
+//! `RenewLeases` and `Tick`, with the node's default bounds.
 
 use super::{fsm_config, Ev, SimError, World};
 use crate::rng::Rng;
 use queue_fsm::snapshot::{Chunk, DEFAULT_CHUNK_BYTES};
 use queue_fsm::{Command, Fsm, MemStore, Outcome, Request};
+use raftq_node::config::NodeConfig;
+use raftq_node::proposer::Batcher;
+use raftq_node::ticker::{Due, Step, Timers};
 use std::collections::BTreeMap;
 
 /// Election timeout: how long followers wait after losing the leader (virtual ms).
@@ -69,21 +77,35 @@ pub(super) struct Caller {
 }
 
 /// What only the current leader keeps.
-#[derive(Default)]
 pub(super) struct LeaderState {
     /// Log length each replica acknowledged (the leader's own is the log's length).
     pub match_len: Vec<usize>,
-    /// Requests not yet in an entry (group commit).
-    pub pending: Vec<(Request, Option<Caller>)>,
+    /// Requests not yet in an entry, and the entries in flight (the node's group commit).
+    pub batcher: Batcher<(Request, Option<Caller>)>,
     pub propose_scheduled: bool,
     /// Entry index → (position in the entry, caller) of requests this leader appended.
     pub waiting: BTreeMap<usize, Vec<(usize, Caller)>>,
-    /// A Tick is queued or in the log and not yet applied by the leader.
-    pub tick_inflight: bool,
+    /// The node's timer decisions (RenewLeases first, then Tick when due).
+    pub timers: Timers,
+    /// Index of the Tick and of this term's RenewLeases in the log, until the leader applies
+    /// them.
     pub tick_index: Option<usize>,
-    /// Index of this term's RenewLeases, and whether the leader has applied it.
     pub renew_index: Option<usize>,
-    pub renewed: bool,
+}
+
+impl Default for LeaderState {
+    fn default() -> Self {
+        let node = NodeConfig::default();
+        LeaderState {
+            match_len: Vec::new(),
+            batcher: Batcher::new(node.max_batch_commands, node.max_inflight_entries),
+            propose_scheduled: false,
+            waiting: BTreeMap::new(),
+            timers: Timers::default(),
+            tick_index: None,
+            renew_index: None,
+        }
+    }
 }
 
 impl World {
@@ -186,8 +208,7 @@ impl World {
             return Ok(());
         }
         let c = candidates[self.rng_raft.below(candidates.len())];
-        self.become_leader(c);
-        Ok(())
+        self.become_leader(c)
     }
 
     /// Ends the current leadership: requests it holds get "outcome unknown" when the old
@@ -203,7 +224,7 @@ impl World {
             .flatten()
             .map(|(_, c)| c)
             .collect();
-        callers.extend(lead.pending.into_iter().filter_map(|(_, c)| c));
+        callers.extend(lead.batcher.into_waiting().filter_map(|(_, c)| c));
         if self.reps[old].up {
             for c in callers {
                 self.send_reply(c, Err("leader changed: outcome unknown".into()));
@@ -211,7 +232,7 @@ impl World {
         }
     }
 
-    fn become_leader(&mut self, c: usize) {
+    fn become_leader(&mut self, c: usize) -> Result<(), SimError> {
         self.depose();
         self.term += 1;
         self.stats.elections += 1;
@@ -233,13 +254,10 @@ impl World {
             match_len,
             ..LeaderState::default()
         };
-        // like the real node: a new leader first restarts every live lease
-        self.lead
-            .pending
-            .push((Request::new(None, Command::RenewLeases), None));
-        self.lead.propose_scheduled = true;
-        self.q.at(self.now, Ev::Propose { term: self.term });
+        // the node's timers: a new leader first restarts every live lease
+        self.drive_timers()?;
         self.q.at(self.now, Ev::Heartbeat { term: self.term });
+        Ok(())
     }
 
     /// A client's request reached node `node`.
@@ -258,7 +276,7 @@ impl World {
             );
             return;
         }
-        self.lead.pending.push((req, Some(caller)));
+        self.lead.batcher.push((req, Some(caller)));
         self.schedule_propose();
     }
 
@@ -271,7 +289,8 @@ impl World {
         }
     }
 
-    /// The leader appends what is pending as one entry stamped with its clock.
+    /// The leader appends what is pending as entries stamped with its clock, as many and as
+    /// large as the node's [`Batcher`] allows.
     pub(super) fn on_propose(&mut self, term: u64) {
         if term != self.term {
             return;
@@ -280,29 +299,35 @@ impl World {
         let Some(l) = self.leader else {
             return;
         };
-        if !self.reps[l].up || self.lead.pending.is_empty() {
+        if !self.reps[l].up {
             return;
         }
-        let idx = self.log.len();
-        let pending = std::mem::take(&mut self.lead.pending);
-        let mut requests = Vec::with_capacity(pending.len());
-        for (pos, (req, caller)) in pending.into_iter().enumerate() {
-            match req.cmd {
-                Command::Tick => self.lead.tick_index = Some(idx),
-                Command::RenewLeases => self.lead.renew_index = Some(idx),
-                _ => {}
+        let mut appended = false;
+        while let Some(batch) = self.lead.batcher.next_batch() {
+            appended = true;
+            let idx = self.log.len();
+            let mut requests = Vec::with_capacity(batch.len());
+            for (pos, (req, caller)) in batch.into_iter().enumerate() {
+                match req.cmd {
+                    Command::Tick => self.lead.tick_index = Some(idx),
+                    Command::RenewLeases => self.lead.renew_index = Some(idx),
+                    _ => {}
+                }
+                if let Some(c) = caller {
+                    self.lead.waiting.entry(idx).or_default().push((pos, c));
+                }
+                requests.push(req);
             }
-            if let Some(c) = caller {
-                self.lead.waiting.entry(idx).or_default().push((pos, c));
-            }
-            requests.push(req);
+            let stamp_ms = self.clock(l);
+            self.log.push(Entry {
+                term,
+                stamp_ms,
+                requests,
+            });
         }
-        let stamp_ms = self.clock(l);
-        self.log.push(Entry {
-            term,
-            stamp_ms,
-            requests,
-        });
+        if !appended {
+            return;
+        }
         self.reps[l].log_len = self.log.len();
         self.lead.match_len[l] = self.log.len();
         for f in 0..self.reps.len() {
@@ -463,6 +488,11 @@ impl World {
             self.reps[r].applied += 1;
             self.stats.applied_entries += 1;
             if is_leader {
+                // an entry of this term is one this leader's batcher proposed: its slot is
+                // free (as the node's proposer frees it when the write returns)
+                if self.log[idx].term == self.term {
+                    self.lead.batcher.finished();
+                }
                 if let Some(callers) = self.lead.waiting.remove(&idx) {
                     for (pos, c) in callers {
                         let outcome: Outcome = match applied.outcomes.get(pos) {
@@ -478,16 +508,20 @@ impl World {
                 }
                 if self.lead.tick_index == Some(idx) {
                     self.lead.tick_index = None;
-                    self.lead.tick_inflight = false;
+                    self.lead.timers.ticked();
                 }
                 if self.lead.renew_index == Some(idx) {
-                    self.lead.renewed = true;
+                    self.lead.renew_index = None;
+                    self.lead.timers.renewed(self.term);
                 }
             }
         }
         self.schedule_apply(r);
         if is_leader {
-            self.maybe_tick()?;
+            if self.lead.batcher.waiting() > 0 {
+                self.schedule_propose();
+            }
+            self.drive_timers()?;
         }
         Ok(())
     }
@@ -508,26 +542,32 @@ impl World {
         );
     }
 
-    /// The leader's timer: proposes Tick once its state machine's next deadline has passed by
-    /// its own clock (after this term's RenewLeases, like the real node's ticker).
-    pub(super) fn maybe_tick(&mut self) -> Result<(), SimError> {
+    /// The leader's timers, as the node's ticker decides them ([`Timers`]): this term's
+    /// RenewLeases first, then Tick once the state machine's next deadline has passed by the
+    /// leader's own clock; one at a time.
+    pub(super) fn drive_timers(&mut self) -> Result<(), SimError> {
         let Some(l) = self.leader else {
             return Ok(());
         };
-        if !self.reps[l].up || !self.lead.renewed || self.lead.tick_inflight {
+        if !self.reps[l].up {
             return Ok(());
         }
-        let now = self.clock(l);
-        let Some(fsm) = self.reps[l].fsm.as_mut() else {
-            return Ok(());
+        let cmd = match self.lead.timers.due(Some(self.term)) {
+            Due::Follow | Due::Busy => return Ok(()),
+            Due::Renew { .. } => Command::RenewLeases,
+            Due::Deadline => {
+                let now = self.clock(l);
+                let Some(fsm) = self.reps[l].fsm.as_mut() else {
+                    return Ok(());
+                };
+                match self.lead.timers.at(fsm.next_deadline()?, now) {
+                    Step::Tick => Command::Tick,
+                    Step::Sleep(_) => return Ok(()),
+                }
+            }
         };
-        if fsm.next_deadline()?.is_some_and(|d| d <= now) {
-            self.lead.tick_inflight = true;
-            self.lead
-                .pending
-                .push((Request::new(None, Command::Tick), None));
-            self.schedule_propose();
-        }
+        self.lead.batcher.push((Request::new(None, cmd), None));
+        self.schedule_propose();
         Ok(())
     }
 
@@ -553,7 +593,7 @@ impl World {
                 self.send_append(f);
             }
         }
-        self.maybe_tick()?;
+        self.drive_timers()?;
         if !self.leader_healthy() {
             self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
         }
