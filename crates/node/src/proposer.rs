@@ -264,42 +264,54 @@ mod tests {
         (0..n).map(|i| format!("job {i}")).collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn commands_waiting_for_a_slot_share_one_entry() {
+    type Handles = Vec<tokio::task::JoinHandle<Result<Outcome, ProposeError>>>;
+
+    /// A leading node whose writes are held, and the write of one command in flight.
+    async fn one_write_in_flight(
+        max_batch: usize,
+        max_inflight: usize,
+    ) -> (FakeConsensus, Arc<Node>, Handles) {
         let fake = FakeConsensus::new();
         fake.lead(1);
         fake.hold_writes();
-        let node = fake.node(100, 1);
-        let first = propose_all(&node, &names(1));
+        let node = fake.node(max_batch, max_inflight);
+        let first = propose_all(&node, &["first".to_string()]);
         until("the first write", || fake.in_flight() == 1).await;
-        let rest: Vec<String> = (1..11).map(|i| format!("job {i}")).collect();
-        let handles = propose_all(&node, &rest);
+        (fake, node, first)
+    }
+
+    /// Waits for every proposal; each must have been applied.
+    async fn all_applied(handles: Handles) {
+        for h in handles {
+            h.await.unwrap().unwrap().unwrap();
+        }
+    }
+
+    fn batch_sizes(fake: &FakeConsensus) -> Vec<usize> {
+        fake.written().iter().map(Vec::len).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_waiting_for_a_slot_share_one_entry() {
+        let (fake, node, first) = one_write_in_flight(100, 1).await;
+        let handles = propose_all(&node, &names(10));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(fake.written().len(), 1, "one slot: the others wait");
         fake.release(2);
-        for h in first.into_iter().chain(handles) {
-            h.await.unwrap().unwrap().unwrap();
-        }
-        let sizes: Vec<usize> = fake.written().iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![1, 10]);
+        all_applied(first).await;
+        all_applied(handles).await;
+        assert_eq!(batch_sizes(&fake), vec![1, 10]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_batch_holds_at_most_max_batch_commands() {
-        let fake = FakeConsensus::new();
-        fake.lead(1);
-        fake.hold_writes();
-        let node = fake.node(4, 1);
-        let first = propose_all(&node, &["first".to_string()]);
-        until("the first write", || fake.in_flight() == 1).await;
+        let (fake, node, first) = one_write_in_flight(4, 1).await;
         let handles = propose_all(&node, &names(10));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         fake.release(10);
-        for h in first.into_iter().chain(handles) {
-            h.await.unwrap().unwrap().unwrap();
-        }
-        let sizes: Vec<usize> = fake.written().iter().map(Vec::len).collect();
-        assert_eq!(sizes, vec![1, 4, 4, 2]);
+        all_applied(first).await;
+        all_applied(handles).await;
+        assert_eq!(batch_sizes(&fake), vec![1, 4, 4, 2]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -317,27 +329,18 @@ mod tests {
         until("a fourth write", || fake.written().len() == 4).await;
         assert_eq!(fake.in_flight(), 3);
         fake.release(100);
-        for h in handles {
-            h.await.unwrap().unwrap().unwrap();
-        }
+        all_applied(handles).await;
         assert_eq!(fake.written().len(), 10);
     }
 
     #[tokio::test(start_paused = true)]
     async fn each_caller_gets_its_own_outcome() {
-        let fake = FakeConsensus::new();
-        fake.lead(1);
-        fake.hold_writes();
-        let node = fake.node(100, 1);
-        let first = propose_all(&node, &["first".to_string()]);
-        until("the first write", || fake.in_flight() == 1).await;
+        let (fake, node, first) = one_write_in_flight(100, 1).await;
         let cmds = names(20);
         let handles = propose_all(&node, &cmds);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         fake.release(2);
-        for h in first {
-            h.await.unwrap().unwrap().unwrap();
-        }
+        all_applied(first).await;
         for (cmd, h) in cmds.iter().zip(handles) {
             match h.await.unwrap().unwrap() {
                 Ok(Response::Added { keys, added: 1, .. }) => assert_eq!(keys, vec![key_of(cmd)]),

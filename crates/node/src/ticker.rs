@@ -252,9 +252,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tick_is_proposed_at_the_deadline() {
-        let fake = FakeConsensus::new();
-        fake.lead(1);
-        let node = fake.node(100, 2);
+        let (fake, node) = FakeConsensus::leader();
         tokio::spawn(run(node.clone()));
         until("the renewal", || !fake.written().is_empty()).await;
         node.propose(req(add("a"))).await.unwrap().unwrap();

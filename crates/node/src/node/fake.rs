@@ -120,6 +120,14 @@ impl FakeConsensus {
         self.0.in_flight.load(Ordering::SeqCst)
     }
 
+    /// A fake that leads term 1, and a node over it (batches of 100, 2 in flight).
+    pub fn leader() -> (FakeConsensus, Arc<Node>) {
+        let fake = FakeConsensus::new();
+        fake.lead(1);
+        let node = fake.node(100, 2);
+        (fake, node)
+    }
+
     /// A node over this fake, stamping with tokio's clock from [`BASE_MS`].
     pub fn node(&self, max_batch: usize, max_inflight: usize) -> Arc<Node> {
         Arc::new(Node::new(

@@ -9,9 +9,7 @@ use raftq_proto::pb::queue_server::Queue;
 
 #[tokio::test(start_paused = true)]
 async fn the_leader_proposes_itself() {
-    let fake = FakeConsensus::new();
-    fake.lead(1);
-    let node = fake.node(100, 2);
+    let (fake, node) = FakeConsensus::leader();
     let r = node.submit(req(add("a"))).await.unwrap().unwrap();
     assert!(matches!(r, Response::Added { added: 1, .. }), "{r:?}");
     assert_eq!(fake.written().len(), 1);
@@ -105,16 +103,30 @@ async fn unavailable_carries_the_leaders_address_when_known() {
     assert_eq!(leader_hint(&s).as_deref(), Some("127.0.0.1:7703"));
 }
 
+/// A long-polled reserve on its own task.
+fn spawn_reserve(
+    node: &Arc<Node>,
+    r: Request,
+    wait_ms: u64,
+) -> tokio::task::JoinHandle<Result<Outcome, RouteError>> {
+    let node = node.clone();
+    tokio::spawn(async move { node.reserve(r, wait_ms).await })
+}
+
+/// Asserts that `lo_ms` ≤ the time since `start` < `hi_ms` (tokio time).
+fn took(start: tokio::time::Instant, lo_ms: u64, hi_ms: u64) {
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(lo_ms) && waited < Duration::from_millis(hi_ms),
+        "{waited:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_blocked_reserve_is_woken_by_a_ready_job() {
-    let fake = FakeConsensus::new();
-    fake.lead(1);
-    let node = fake.node(100, 2);
+    let (_fake, node) = FakeConsensus::leader();
     let start = tokio::time::Instant::now();
-    let poll = {
-        let node = node.clone();
-        tokio::spawn(async move { node.reserve(req(reserve(60_000)), 30_000).await })
-    };
+    let poll = spawn_reserve(&node, req(reserve(60_000)), 30_000);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!poll.is_finished(), "no job yet: the reserve waits");
     node.submit(req(add("late"))).await.unwrap().unwrap();
@@ -122,38 +134,23 @@ async fn a_blocked_reserve_is_woken_by_a_ready_job() {
         Ok(Response::Reserved { job, .. }) => assert_eq!(job.key, key_of("late")),
         other => panic!("{other:?}"),
     }
-    let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
+    took(start, 2_000, 3_000);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_blocked_reserve_ends_at_its_deadline() {
-    let fake = FakeConsensus::new();
-    fake.lead(1);
-    let node = fake.node(100, 2);
+    let (_fake, node) = FakeConsensus::leader();
     let start = tokio::time::Instant::now();
     let r = node.reserve(req(reserve(60_000)), 3_000).await.unwrap();
     assert_eq!(r, Ok(Response::NoJob(NoJob::NoneReady)));
-    let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_secs(3) && waited < Duration::from_millis(3_100),
-        "{waited:?}"
-    );
+    took(start, 3_000, 3_100);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_long_poll_replays_its_attempts() {
-    let fake = FakeConsensus::new();
-    fake.lead(1);
-    let node = fake.node(100, 2);
+    let (fake, node) = FakeConsensus::leader();
     let r = req(reserve(60_000));
-    let poll = {
-        let (node, r) = (node.clone(), r.clone());
-        tokio::spawn(async move { node.reserve(r, 30_000).await })
-    };
+    let poll = spawn_reserve(&node, r.clone(), 30_000);
     tokio::time::sleep(Duration::from_secs(1)).await;
     node.submit(req(add("a"))).await.unwrap().unwrap();
     let first = poll.await.unwrap().unwrap();
