@@ -1,9 +1,8 @@
 //! Starting and stopping a manager node: open the stores, start Raft, initialise a new
 //! cluster (once, from the lowest id in `peers`), serve gRPC until shutdown.
 //!
-//! [`run`] is the steps in order: [`check_config`], [`bind`], [`load_token`],
-//! [`open_raft`], [`initialise_if_first`], [`start_shell`] (node, ticker, scheduler),
-//! [`serve`], and the shutdown.
+//! [`run`] is the steps in order: `check_config`, `bind`, `load_token`, `open_raft`,
+//! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `serve`, and the shutdown.
 
 use crate::admin_service::AdminService;
 use crate::clock::WallClock;

@@ -1,7 +1,6 @@
 //! The simulated Raft layer: one log, replicas that hold a prefix of it, a leader that appends,
-//! replicates, commits by majority and answers its clients once it has applied an entry;
-//! elections with Raft's restriction (the winner's log is at least as long as those of a
-//! majority, so it holds every committed entry); snapshots; crashes and restarts.
+//! replicates, commits by majority and answers its clients once it has applied an entry.
+//! Elections are in `election`, snapshots, crashes and restarts in `recovery`.
 //!
 //! Every replica's log is a prefix of the one log [`World::log`]: a new leader truncates it to
 //! its own length (entries no majority held, and that it does not hold, are gone), so the
@@ -14,7 +13,6 @@
 
 use super::{fsm_config, Ev, SimError, World};
 use crate::rng::Rng;
-use queue_fsm::snapshot::{Chunk, DEFAULT_CHUNK_BYTES};
 use queue_fsm::{Command, Fsm, MemStore, Outcome, Request};
 use raftq_node::config::NodeConfig;
 use raftq_node::proposer::Batcher;
@@ -30,14 +28,14 @@ const SNAPSHOT_LAG: usize = 20;
 /// Chance per heartbeat that a lagging follower gets a snapshot rather than entries.
 const SNAPSHOT_CHANCE: f64 = 0.3;
 /// Chance that a message between replicas (append, ack, snapshot) is lost.
-const MSG_LOSS: f64 = 0.01;
+pub(super) const MSG_LOSS: f64 = 0.01;
 /// Chance that a reply to a client is lost (the client times out and retries).
 pub(super) const REPLY_LOSS: f64 = 0.04;
 /// Entries one apply step takes at most.
 const APPLY_BATCH: usize = 16;
 /// Chance that a replica restarting after a crash rebuilds from a peer's snapshot (else it
 /// replays its log from the first entry).
-const RESTART_FROM_SNAPSHOT: f64 = 0.5;
+pub(super) const RESTART_FROM_SNAPSHOT: f64 = 0.5;
 
 /// One entry of the log: the leader's stamp and the requests it batched.
 pub(super) struct Entry {
@@ -66,6 +64,29 @@ pub(super) struct Replica {
     pub link_ms: u64,
     /// The clock fault's jump (0 when none).
     pub jump_ms: i64,
+}
+
+impl Replica {
+    /// A fresh replica, up, with its clock skew (±30 ms) and link latency drawn from `rng`.
+    pub fn new(rng: &mut Rng) -> Result<Replica, SimError> {
+        Ok(Replica {
+            up: true,
+            inc: 0,
+            fsm: Some(Fsm::open(MemStore::default(), fsm_config())?),
+            applied: 0,
+            log_len: 0,
+            commit_known: 0,
+            apply_scheduled: false,
+            skew_ms: rng.range(0, 60) as i64 - 30,
+            // a third of the replicas are far from the others
+            link_ms: if rng.chance(1.0 / 3.0) {
+                rng.range(10, 40)
+            } else {
+                0
+            },
+            jump_ms: 0,
+        })
+    }
 }
 
 /// A client's attempt waiting for the outcome of its request.
@@ -146,7 +167,7 @@ impl World {
 
     /// One message's delay between the leader and follower `f` (its link's latency plus
     /// jitter).
-    fn link_delay(&mut self, f: usize) -> u64 {
+    pub(super) fn link_delay(&mut self, f: usize) -> u64 {
         self.reps[f].link_ms + Self::net_delay(&mut self.rng_net)
     }
 
@@ -156,108 +177,6 @@ impl World {
         } else {
             rng.range(1, 5)
         }
-    }
-
-    /// Schedules an election in `lo..=hi` ms, unless one is pending.
-    pub(super) fn schedule_election(&mut self, lo: u64, hi: u64) {
-        if !self.election_pending {
-            self.election_pending = true;
-            let t = self.now + self.rng_raft.range(lo, hi);
-            self.q.at(t, Ev::Election);
-        }
-    }
-
-    /// An election timeout fired: unless the leader is fine, the majority side elects one of
-    /// its replicas whose log is at least as long as those of a majority of the cluster.
-    pub(super) fn on_election(&mut self) -> Result<(), SimError> {
-        self.election_pending = false;
-        if self.leader_healthy() {
-            return Ok(());
-        }
-        let Some(side) = self.majority_side() else {
-            self.schedule_election(300, 600);
-            return Ok(());
-        };
-        let voters: Vec<usize> = (0..self.reps.len())
-            .filter(|&i| self.reps[i].up && self.side[i] == side)
-            .collect();
-        let candidates: Vec<usize> = if self.bugs.elect_without_committed_log {
-            // planted: the shortest log wins, whatever it lacks
-            let shortest = voters.iter().map(|&i| self.reps[i].log_len).min();
-            voters
-                .iter()
-                .copied()
-                .filter(|&i| Some(self.reps[i].log_len) == shortest)
-                .collect()
-        } else {
-            voters
-                .iter()
-                .copied()
-                .filter(|&c| {
-                    let len = self.reps[c].log_len;
-                    let votes = voters
-                        .iter()
-                        .filter(|&&v| self.reps[v].log_len <= len)
-                        .count();
-                    votes >= self.majority()
-                })
-                .collect()
-        };
-        if candidates.is_empty() {
-            self.schedule_election(300, 600);
-            return Ok(());
-        }
-        let c = candidates[self.rng_raft.below(candidates.len())];
-        self.become_leader(c)
-    }
-
-    /// Ends the current leadership: requests it holds get "outcome unknown" when the old
-    /// leader is still up (it tells its clients), nothing when it crashed (they time out).
-    pub(super) fn depose(&mut self) {
-        let Some(old) = self.leader.take() else {
-            return;
-        };
-        let lead = std::mem::take(&mut self.lead);
-        let mut callers: Vec<Caller> = lead
-            .waiting
-            .into_values()
-            .flatten()
-            .map(|(_, c)| c)
-            .collect();
-        callers.extend(lead.batcher.into_waiting().filter_map(|(_, c)| c));
-        if self.reps[old].up {
-            for c in callers {
-                self.send_reply(c, Err("leader changed: outcome unknown".into()));
-            }
-        }
-    }
-
-    fn become_leader(&mut self, c: usize) -> Result<(), SimError> {
-        self.depose();
-        self.term += 1;
-        self.stats.elections += 1;
-        let len = self.reps[c].log_len;
-        if len < self.log.len() {
-            self.stats.truncated_entries += (self.log.len() - len) as u64;
-            self.log.truncate(len);
-        }
-        for r in &mut self.reps {
-            r.log_len = r.log_len.min(len);
-            r.commit_known = r.commit_known.min(len);
-        }
-        // only the planted bug can elect a leader without every committed entry
-        self.commit = self.commit.min(len);
-        self.leader = Some(c);
-        let mut match_len = vec![0; self.reps.len()];
-        match_len[c] = len;
-        self.lead = LeaderState {
-            match_len,
-            ..LeaderState::default()
-        };
-        // the node's timers: a new leader first restarts every live lease
-        self.drive_timers()?;
-        self.q.at(self.now, Ev::Heartbeat { term: self.term });
-        Ok(())
     }
 
     /// A client's request reached node `node`.
@@ -358,7 +277,7 @@ impl World {
     }
 
     /// Whether a message of `term` from the leader to `to` (incarnation `inc`) is delivered.
-    fn deliverable(&self, to: usize, inc: u64, term: u64) -> Option<usize> {
+    pub(super) fn deliverable(&self, to: usize, inc: u64, term: u64) -> Option<usize> {
         let l = self.leader?;
         let ok = term == self.term
             && self.reps[l].up
@@ -380,7 +299,7 @@ impl World {
         self.send_ack(to, len);
     }
 
-    fn send_ack(&mut self, from: usize, len: usize) {
+    pub(super) fn send_ack(&mut self, from: usize, len: usize) {
         if self.rng_net.chance(MSG_LOSS) {
             return;
         }
@@ -598,121 +517,6 @@ impl World {
             self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
         }
         self.q.at(self.now + HEARTBEAT_MS, Ev::Heartbeat { term });
-        Ok(())
-    }
-
-    fn export(&self, r: usize) -> Result<(usize, Vec<Chunk>), SimError> {
-        let rep = &self.reps[r];
-        let fsm = rep
-            .fsm
-            .as_ref()
-            .ok_or_else(|| SimError::Model(format!("n{} has no state to export", r + 1)))?;
-        let chunks = fsm
-            .export(DEFAULT_CHUNK_BYTES)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rep.applied, chunks))
-    }
-
-    fn send_snapshot(&mut self, l: usize, f: usize) -> Result<(), SimError> {
-        if self.rng_net.chance(MSG_LOSS) {
-            return Ok(());
-        }
-        let (index, chunks) = self.export(l)?;
-        let t = self.now + self.link_delay(f) + 5;
-        self.q.at(
-            t,
-            Ev::Snapshot {
-                to: f,
-                inc: self.reps[f].inc,
-                term: self.term,
-                index,
-                chunks,
-            },
-        );
-        Ok(())
-    }
-
-    /// Replaces replica `r`'s state with a snapshot taken at `index`.
-    fn install(&mut self, r: usize, index: usize, chunks: Vec<Chunk>) -> Result<(), SimError> {
-        let mut fsm = Fsm::open(MemStore::default(), fsm_config())?;
-        fsm.import(chunks)?;
-        let rep = &mut self.reps[r];
-        rep.fsm = Some(fsm);
-        // planted: off by one, the entry at `index` is never applied
-        rep.applied = index + usize::from(self.bugs.skip_entry_after_snapshot);
-        rep.log_len = rep.log_len.max(index);
-        rep.commit_known = rep.commit_known.max(index);
-        self.stats.snapshots_installed += 1;
-        Ok(())
-    }
-
-    pub(super) fn on_snapshot(
-        &mut self,
-        to: usize,
-        inc: u64,
-        term: u64,
-        index: usize,
-        chunks: Vec<Chunk>,
-    ) -> Result<(), SimError> {
-        if self.deliverable(to, inc, term).is_none() || self.reps[to].applied >= index {
-            return Ok(());
-        }
-        self.install(to, index, chunks)?;
-        let len = self.reps[to].log_len;
-        self.schedule_apply(to);
-        self.send_ack(to, len);
-        Ok(())
-    }
-
-    /// Crashes replica `r`: its state machine is gone, its log stays.
-    pub(super) fn crash(&mut self, r: usize) {
-        let rep = &mut self.reps[r];
-        rep.up = false;
-        rep.inc += 1;
-        rep.fsm = None;
-        rep.applied = 0;
-        rep.commit_known = 0;
-        rep.apply_scheduled = false;
-        self.stats.crashes += 1;
-        if self.leader == Some(r) {
-            self.depose();
-            self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
-        }
-    }
-
-    /// Restarts replica `r`: a new state machine, rebuilt from a peer's snapshot or by
-    /// replaying its log from the first entry.
-    pub(super) fn restart(&mut self, r: usize) -> Result<(), SimError> {
-        let donors: Vec<usize> = (0..self.reps.len())
-            .filter(|&d| {
-                d != r
-                    && self.reps[d].up
-                    && self.reps[d].applied > 0
-                    && self.reps[d].fsm.is_some()
-                    && self.connected(r, d)
-            })
-            .collect();
-        let from_snapshot = !donors.is_empty() && self.rng_raft.chance(RESTART_FROM_SNAPSHOT);
-        let fsm = Fsm::open(MemStore::default(), fsm_config())?;
-        {
-            let rep = &mut self.reps[r];
-            rep.up = true;
-            rep.inc += 1;
-            rep.applied = 0;
-            rep.commit_known = 0;
-            rep.apply_scheduled = false;
-            rep.fsm = Some(fsm);
-        }
-        if from_snapshot {
-            let d = donors[self.rng_raft.below(donors.len())];
-            let (index, chunks) = self.export(d)?;
-            self.install(r, index, chunks)?;
-        } else {
-            self.stats.restarts_replayed += 1;
-        }
-        if !self.leader_healthy() {
-            self.schedule_election(50, 200);
-        }
         Ok(())
     }
 }
