@@ -1,6 +1,7 @@
 //! The Admin service: cluster status as this node sees it, and its state digest.
 
 use crate::node::Node;
+use crate::raft_net::RaftHandle;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -9,8 +10,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+/// Membership and status are openraft's business: the service holds the Raft handle for them,
+/// and the node for routing hints, reads of the replica and its store health.
 pub struct AdminService {
     pub node: Arc<Node>,
+    pub raft: RaftHandle,
 }
 
 fn role(s: ServerState) -> &'static str {
@@ -29,7 +33,6 @@ impl AdminService {
     /// The voters, and every member (voters and learners) with its address.
     fn members(&self) -> (BTreeSet<u64>, Vec<(u64, String)>) {
         let m = self
-            .node
             .raft
             .metrics()
             .borrow_watched()
@@ -48,7 +51,7 @@ impl AdminService {
     /// leader's address (a follower's membership may lag behind).
     fn on_leader(&self) -> Result<(), Status> {
         let leader = self.node.current_leader();
-        if leader == Some(self.node.id) {
+        if leader == Some(self.node.id()) {
             return Ok(());
         }
         Err(self.not_leader(leader))
@@ -118,14 +121,12 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         tracing::info!(id = r.id, addr = %r.addr, "adding a node: learner first");
-        self.node
-            .raft
+        self.raft
             .add_learner(r.id, BasicNode { addr: r.addr }, true)
             .await
             .map_err(|e| self.change_error(e))?;
         tracing::info!(id = r.id, "the new node caught up; making it a voter");
-        self.node
-            .raft
+        self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([r.id])), false)
             .await
             .map_err(|e| self.change_error(e))?;
@@ -150,8 +151,7 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         tracing::info!(id, "removing a node");
-        self.node
-            .raft
+        self.raft
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
             .map_err(|e| self.change_error(e))?;
@@ -162,7 +162,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        let m = self.node.raft.metrics().borrow_watched().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let leader_last = m.last_log_index.unwrap_or(0);
@@ -182,6 +182,9 @@ impl pb::admin_server::Admin for AdminService {
                 s.applied_index = m.last_applied.map_or(0, |l| l.index);
                 s.snapshot_index = m.snapshot.map_or(0, |l| l.index);
                 s.purged_index = m.purged.map_or(0, |l| l.index);
+                let (errors, last) = self.node.store_health().snapshot();
+                s.store_errors = errors;
+                s.last_store_error = last.unwrap_or_default();
             } else if m.state == ServerState::Leader {
                 // The leader knows how far each follower has matched its log.
                 let matched = replication
@@ -222,8 +225,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
-        self.node
-            .raft
+        self.raft
             .trigger()
             .snapshot()
             .await
@@ -236,19 +238,15 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::DigestRequest>,
     ) -> Result<Response<pb::DigestResponse>, Status> {
         let applied = self
-            .node
             .raft
             .metrics()
             .borrow_watched()
             .last_applied
             .map_or(0, |l| l.index);
-        let fsm = self
+        let digest = self
             .node
-            .fsm
-            .lock()
-            .map_err(|_| Status::internal("state machine lock poisoned"))?;
-        let digest = fsm
-            .digest()
+            .read("digest", |fsm| fsm.digest())
+            .await
             .map_err(|e| Status::internal(format!("digest: {e}")))?;
         Ok(Response::new(pb::DigestResponse {
             digest,

@@ -6,6 +6,39 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// What is wrong with a configuration; the message starts with the field (or the source).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field's value, or a relation between fields, is out of bounds.
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+    /// The state machine settings (`[fsm]`).
+    #[error("fsm.{0}")]
+    Fsm(String),
+    /// openraft refused the Raft settings these make.
+    #[error("raft settings: {0}")]
+    Raft(String),
+    /// A `RAFTQ_*` variable that does not parse as its field.
+    #[error("{var}: {value:?} is not a valid {field}")]
+    Env {
+        var: String,
+        value: String,
+        field: String,
+    },
+    /// The settings with the environment applied do not form a configuration.
+    #[error("environment: {0}")]
+    Environment(String),
+    #[error("config file: {0}")]
+    File(String),
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
@@ -84,47 +117,60 @@ impl Default for NodeConfig {
 
 impl NodeConfig {
     /// Checks each field and the relations between them; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id == 0 {
-            return Err("id: must be 1 or more".into());
+            return Err(invalid("id", "must be 1 or more"));
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "listen: {:?} is not host:port (e.g. 127.0.0.1:7700)",
-                self.listen
+            return Err(invalid(
+                "listen",
+                format!("{:?} is not host:port (e.g. 127.0.0.1:7700)", self.listen),
             ));
         }
         if !self.peers.is_empty() && !self.peers.contains_key(&self.id) {
-            return Err(format!("peers: does not list this node's id {}", self.id));
+            return Err(invalid(
+                "peers",
+                format!("does not list this node's id {}", self.id),
+            ));
         }
         for (id, addr) in &self.peers {
             if *id == 0 {
-                return Err("peers: node ids must be 1 or more".into());
+                return Err(invalid("peers", "node ids must be 1 or more"));
             }
             if !addr.contains(':') {
-                return Err(format!(
-                    "peers: address of node {id} ({addr:?}) is not host:port"
+                return Err(invalid(
+                    "peers",
+                    format!("address of node {id} ({addr:?}) is not host:port"),
                 ));
             }
         }
         if self.heartbeat_ms < 10 {
-            return Err("heartbeat_ms: must be at least 10".into());
+            return Err(invalid("heartbeat_ms", "must be at least 10"));
         }
         if self.election_timeout_min_ms < 3 * self.heartbeat_ms {
-            return Err("election_timeout_min_ms: must be at least 3 × heartbeat_ms".into());
+            return Err(invalid(
+                "election_timeout_min_ms",
+                "must be at least 3 × heartbeat_ms",
+            ));
         }
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
-            return Err(
-                "election_timeout_max_ms: must be more than election_timeout_min_ms".into(),
-            );
+            return Err(invalid(
+                "election_timeout_max_ms",
+                "must be more than election_timeout_min_ms",
+            ));
         }
         if self.max_batch_commands == 0 || self.max_inflight_entries == 0 {
-            return Err("max_batch_commands, max_inflight_entries: must be at least 1".into());
+            return Err(invalid(
+                "max_batch_commands, max_inflight_entries",
+                "must be at least 1",
+            ));
         }
         if self.snapshot_every_entries < 100 {
-            return Err("snapshot_every_entries: must be at least 100".into());
+            return Err(invalid("snapshot_every_entries", "must be at least 100"));
         }
-        self.fsm.validate().map_err(|e| format!("fsm.{e}"))
+        self.fsm
+            .validate()
+            .map_err(|e| ConfigError::Fsm(e.to_string()))
     }
 
     /// The token file in force.
@@ -142,7 +188,7 @@ impl NodeConfig {
     }
 
     /// The openraft configuration these settings make.
-    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         let c = openraft::Config {
             cluster_name: "raftq".into(),
             heartbeat_interval: self.heartbeat_ms,
@@ -155,22 +201,22 @@ impl NodeConfig {
             purge_batch_size: 256,
             ..Default::default()
         };
-        c.validate().map_err(|e| format!("raft settings: {e}"))
+        c.validate().map_err(|e| ConfigError::Raft(e.to_string()))
     }
 
     /// Parses `1=host:port,2=host:port`.
-    pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
+    pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
         let mut out = BTreeMap::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (id, addr) = part
                 .split_once('=')
-                .ok_or_else(|| format!("peers: {part:?} is not ID=HOST:PORT"))?;
+                .ok_or_else(|| invalid("peers", format!("{part:?} is not ID=HOST:PORT")))?;
             let id: u64 = id
                 .trim()
                 .parse()
-                .map_err(|_| format!("peers: {id:?} is not a node id"))?;
+                .map_err(|_| invalid("peers", format!("{id:?} is not a node id")))?;
             if out.insert(id, addr.trim().to_string()).is_some() {
-                return Err(format!("peers: node {id} is listed twice"));
+                return Err(invalid("peers", format!("node {id} is listed twice")));
             }
         }
         Ok(out)
@@ -181,10 +227,10 @@ impl NodeConfig {
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         let mut table = match toml::Value::try_from(&*self) {
             Ok(toml::Value::Table(t)) => t,
-            _ => return Err("config: cannot represent settings".into()),
+            _ => return Err(invalid("config", "cannot represent settings")),
         };
         let mut changed = false;
         for (k, v) in vars {
@@ -206,20 +252,26 @@ impl NodeConfig {
                     changed = true;
                 }
                 None if matches!(current, toml::Value::Table(_) | toml::Value::Array(_)) => {}
-                None => return Err(format!("{k}: {v:?} is not a valid {field}")),
+                None => {
+                    return Err(ConfigError::Env {
+                        var: k,
+                        value: v,
+                        field,
+                    })
+                }
             }
         }
         if changed {
             *self = toml::Value::Table(table)
                 .try_into()
-                .map_err(|e| format!("environment: {e}"))?;
+                .map_err(|e| ConfigError::Environment(e.to_string()))?;
         }
         Ok(())
     }
 
     /// Reads a TOML file of these fields.
-    pub fn from_toml(text: &str) -> Result<NodeConfig, String> {
-        toml::from_str(text).map_err(|e| format!("config file: {e}"))
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File(e.to_string()))
     }
 }
 
@@ -243,12 +295,13 @@ mod tests {
         assert!(c
             .validate()
             .unwrap_err()
+            .to_string()
             .starts_with("election_timeout_min_ms"));
         let c = NodeConfig {
             listen: "nope".into(),
             ..NodeConfig::default()
         };
-        assert!(c.validate().unwrap_err().starts_with("listen"));
+        assert!(c.validate().unwrap_err().to_string().starts_with("listen"));
         let c = NodeConfig {
             id: 4,
             peers: NodeConfig::parse_peers("1=a:1,2=b:2").unwrap(),
@@ -257,6 +310,7 @@ mod tests {
         assert!(c
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("does not list this node's id 4"));
     }
 
@@ -276,6 +330,7 @@ mod tests {
         );
         assert!(NodeConfig::from_toml("bogus = 1")
             .unwrap_err()
+            .to_string()
             .contains("bogus"));
     }
 
@@ -302,7 +357,8 @@ mod tests {
         );
         let e = c
             .apply_env([("RAFTQ_HEARTBEAT_MS".to_string(), "fast".to_string())])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("RAFTQ_HEARTBEAT_MS"), "{e}");
     }
 }

@@ -1,6 +1,6 @@
 //! The Queue service: decode, route through the leader, encode. No queue rule lives here.
 
-use crate::node::{Node, RouteError};
+use crate::node::{Node, ReadError, RouteError};
 use queue_fsm::{Outcome, Request, Response as FsmResponse};
 use raftq_proto::convert::{self, command_error_status};
 use raftq_proto::pb;
@@ -35,18 +35,10 @@ impl QueueService {
         }
         self.node.linearize().await.map_err(|e| self.unavailable(e))
     }
-
-    fn fsm(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, queue_fsm::Fsm<queue_fsm::RocksStore>>, Status> {
-        self.node
-            .fsm
-            .lock()
-            .map_err(|_| Status::internal("state machine lock poisoned"))
-    }
 }
 
-fn store(e: queue_fsm::StoreError) -> Status {
+/// A failed read of the replica (already logged and counted by the node).
+fn store(e: ReadError) -> Status {
     Status::internal(format!("reading the queue: {e}"))
 }
 
@@ -153,31 +145,32 @@ impl pb::queue_server::Queue for QueueService {
         let r = request.into_inner();
         let keys = convert::job_keys("keys", &r.keys)?;
         self.read_gate(r.stale).await?;
-        let fsm = self.fsm()?;
-        let mut jobs = Vec::new();
-        for k in &keys {
-            if let Some(j) = fsm.get_job(k).map_err(store)? {
-                jobs.push(pb::Job::from(j));
-            }
-        }
+        let found = self
+            .node
+            .read("get", move |fsm| fsm.get_jobs(&keys))
+            .await
+            .map_err(store)?;
+        let jobs = found.into_iter().flatten().map(pb::Job::from).collect();
         Ok(Response::new(pb::JobsResponse { jobs }))
     }
 
     async fn search(&self, request: TRequest<pb::SearchRequest>) -> R<pb::JobsResponse> {
         let q = convert::search_query(request.into_inner())?;
         self.read_gate(q.stale).await?;
-        let fsm = self.fsm()?;
-        let listed = if q.incomplete_only && q.rep_grp.is_empty() {
-            fsm.incomplete(q.state, q.limit).map_err(store)?
-        } else {
-            let mut l = fsm
-                .by_rep_group(&q.rep_grp, q.how, q.state, q.limit)
-                .map_err(store)?;
-            if q.incomplete_only {
-                l.retain(|x| !x.job.is_complete());
-            }
-            l
-        };
+        let listed = self
+            .node
+            .read("search", move |fsm| {
+                if q.incomplete_only && q.rep_grp.is_empty() {
+                    return fsm.incomplete(q.state, q.limit);
+                }
+                let mut l = fsm.by_rep_group(&q.rep_grp, q.how, q.state, q.limit)?;
+                if q.incomplete_only {
+                    l.retain(|x| !x.job.is_complete());
+                }
+                Ok(l)
+            })
+            .await
+            .map_err(store)?;
         Ok(Response::new(pb::JobsResponse {
             jobs: listed.into_iter().map(pb::Job::from).collect(),
         }))
@@ -185,9 +178,13 @@ impl pb::queue_server::Queue for QueueService {
 
     async fn stats(&self, request: TRequest<pb::StatsRequest>) -> R<pb::StatsResponse> {
         self.read_gate(request.into_inner().stale).await?;
-        let fsm = self.fsm()?;
-        let counts = fsm.counts().map_err(store)?;
-        let ready = fsm.ready_by_sched_group().map_err(store)?;
+        let (counts, ready) = self
+            .node
+            .read("stats", |fsm| {
+                Ok((fsm.counts()?, fsm.ready_by_sched_group()?))
+            })
+            .await
+            .map_err(store)?;
         Ok(Response::new(convert::stats_response(counts, ready)))
     }
 
@@ -196,8 +193,9 @@ impl pb::queue_server::Queue for QueueService {
         let hash = convert::env_hash(&r.env_hash)?;
         self.read_gate(r.stale).await?;
         let env = self
-            .fsm()?
-            .env(&hash)
+            .node
+            .read("environment", move |fsm| fsm.env(&hash))
+            .await
             .map_err(store)?
             .ok_or_else(|| Status::not_found(format!("no environment {}", r.env_hash)))?;
         Ok(Response::new(pb::GetEnvResponse { env }))

@@ -176,9 +176,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 }
 
 /// The server side of the Raft service: hands incoming messages to the local Raft, and runs
-/// what followers forward to this node as leader.
+/// what followers forward to this node as leader (through the node shell).
 pub struct RaftService {
     pub node: std::sync::Arc<crate::node::Node>,
+    pub raft: RaftHandle,
 }
 
 fn bad_request(e: postcard::Error) -> Status {
@@ -198,7 +199,7 @@ impl pb::raft_server::Raft for RaftService {
     ) -> Result<Response<pb::RaftBytes>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             dec(&request.into_inner().data).map_err(bad_request)?;
-        reply(&self.node.raft.append_entries(rpc).await)
+        reply(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(
@@ -206,7 +207,7 @@ impl pb::raft_server::Raft for RaftService {
         request: Request<pb::RaftBytes>,
     ) -> Result<Response<pb::RaftBytes>, Status> {
         let rpc: VoteRequest<TypeConfig> = dec(&request.into_inner().data).map_err(bad_request)?;
-        reply(&self.node.raft.vote(rpc).await)
+        reply(&self.raft.vote(rpc).await)
     }
 
     async fn snapshot(
@@ -224,7 +225,6 @@ impl pb::raft_server::Raft for RaftService {
             data.extend_from_slice(&chunk?.data);
         }
         let r = self
-            .node
             .raft
             .install_full_snapshot(
                 vote,

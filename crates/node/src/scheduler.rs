@@ -16,8 +16,6 @@
 //! `sbatch --mem={ram_mb}M --cpus-per-task={cores} --wrap '{runner}'` and poll its job id.
 
 use crate::node::Node;
-use openraft::async_runtime::WatchReceiver;
-use openraft::ServerState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,10 +72,23 @@ pub fn needs_of(group: &str) -> Needs {
     }
 }
 
+/// Why a runner could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("runner log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting a runner: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
 /// Starts runners somewhere and tells whether they still run.
 pub trait Launcher: Send + Sync {
     /// Starts one runner for `group`; returns its id (a pid for local runners).
-    fn start(&self, group: &str, needs: Needs) -> Result<u32, String>;
+    fn start(&self, group: &str, needs: Needs) -> Result<u32, LaunchError>;
     fn alive(&self, id: u32) -> bool;
 }
 
@@ -92,12 +103,16 @@ pub struct LocalLauncher {
 }
 
 impl Launcher for LocalLauncher {
-    fn start(&self, group: &str, _needs: Needs) -> Result<u32, String> {
+    fn start(&self, group: &str, _needs: Needs) -> Result<u32, LaunchError> {
+        let path = self.log_dir.join("runners.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_dir.join("runners.log"))
-            .map_err(|e| format!("runner log: {e}"))?;
+            .open(&path)
+            .map_err(|source| LaunchError::Log {
+                path: path.clone(),
+                source,
+            })?;
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.arg("runner")
             .arg("--cluster")
@@ -111,14 +126,17 @@ impl Launcher for LocalLauncher {
             .arg("--ttr")
             .arg(format!("{}s", self.ttr_s))
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|source| LaunchError::Log { path, source })?,
+            )
             .stderr(log);
         {
             // Runners outlive the manager that started them (a new leader adopts them).
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        let child = cmd.spawn().map_err(|e| format!("starting a runner: {e}"))?;
+        let child = cmd.spawn().map_err(LaunchError::Spawn)?;
         let pid = child.id();
         // Reap it when it exits, so it does not linger as a zombie of this manager.
         std::thread::spawn(move || {
@@ -213,46 +231,56 @@ pub fn plan(
     out
 }
 
-/// The leader-only loop.
-pub async fn run(node: Arc<Node>, launcher: Arc<dyn Launcher>, dir: PathBuf) {
-    let cfg = node.config.scheduler.clone();
+/// The leader-only loop; returns when the node's Raft stops.
+pub async fn run(node: Arc<Node>, cfg: SchedulerConfig, launcher: Arc<dyn Launcher>, dir: PathBuf) {
     let max_cores_milli = cfg.max_cores.unwrap_or_else(host_cores) as u64 * 1000;
     let max_ram_mb = cfg.max_ram_mb.unwrap_or_else(|| host_ram_mb() * 9 / 10);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::error!(error = %e, dir = %dir.display(), "scheduler: cannot create the runner registry");
         return;
     }
-    let mut ready_rx = node.ready_rx.clone();
-    let mut metrics = node.raft.metrics();
+    let mut ready_rx = node.ready_changes();
+    let mut views = node.view_changes();
     loop {
-        let is_leader = metrics.borrow_watched().state == ServerState::Leader;
-        if is_leader {
+        let _ = *ready_rx.borrow_and_update();
+        let _ = *views.borrow_and_update();
+        if node.view().leading {
+            // A store error is recorded (logged, counted, shown by `cluster status`) by the
+            // read; this round starts nothing and the next one reads again.
             let ready = node
-                .fsm
-                .lock()
-                .ok()
-                .and_then(|f| f.ready_by_sched_group().ok())
+                .read("ready jobs per scheduler group", |f| {
+                    f.ready_by_sched_group()
+                })
+                .await
                 .unwrap_or_default();
             if !ready.is_empty() {
-                let running = live_runners(&dir, launcher.as_ref());
-                for (group, needs) in plan(&ready, &running, max_cores_milli, max_ram_mb) {
-                    match launcher.start(&group, needs) {
-                        Ok(id) => {
-                            let _ = std::fs::write(dir.join(format!("{id}.runner")), &group);
-                            tracing::info!(group = %group, id, "started a runner");
-                        }
-                        Err(e) => {
-                            tracing::warn!(group = %group, error = %e, "cannot start a runner")
-                        }
-                    }
-                }
+                start_runners(&ready, &dir, launcher.as_ref(), max_cores_milli, max_ram_mb);
             }
         }
-        let _ = *ready_rx.borrow_and_update();
         tokio::select! {
             r = ready_rx.changed() => if r.is_err() { return; },
-            r = metrics.changed() => if r.is_err() { return; },
+            r = views.changed() => if r.is_err() { return; },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Starts what [`plan`] says for `ready`, and registers each runner started.
+fn start_runners(
+    ready: &BTreeMap<String, u64>,
+    dir: &Path,
+    launcher: &dyn Launcher,
+    max_cores_milli: u64,
+    max_ram_mb: u64,
+) {
+    let running = live_runners(dir, launcher);
+    for (group, needs) in plan(ready, &running, max_cores_milli, max_ram_mb) {
+        match launcher.start(&group, needs) {
+            Ok(id) => {
+                let _ = std::fs::write(dir.join(format!("{id}.runner")), &group);
+                tracing::info!(group = %group, id, "started a runner");
+            }
+            Err(e) => tracing::warn!(group = %group, error = %e, "cannot start a runner"),
         }
     }
 }

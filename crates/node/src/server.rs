@@ -1,21 +1,26 @@
 //! Starting and stopping a manager node: open the stores, start Raft, initialise a new
 //! cluster (once, from the lowest id in `peers`), serve gRPC until shutdown.
+//!
+//! [`run`] is the steps in order: `check_config`, `bind`, `load_token`, `open_raft`,
+//! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `serve`, and the shutdown.
 
 use crate::admin_service::AdminService;
+use crate::clock::WallClock;
 use crate::config::NodeConfig;
 use crate::limits::{MAX_QUEUE_MESSAGE_BYTES, MAX_RAFT_MESSAGE_BYTES};
-use crate::node::Node;
-use crate::proposer::Proposer;
+use crate::node::{AppliedWatches, Node, RaftConsensus, Replica};
 use crate::queue_service::QueueService;
 use crate::raft_net::{Network, RaftHandle, RaftService};
 use anyhow::Context;
 use openraft::BasicNode;
+use raft_store::SharedFsm;
 use raftq_proto::pb;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 
 /// Runs a node until `shutdown` resolves, then stops accepting, lets in-flight requests
@@ -24,23 +29,72 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let raft_config = check_config(&config)?;
+    let listener = bind(&config).await?;
+    let (auth, check) = load_token(&config)?;
+    let opened = open_raft(&config, raft_config, auth.clone()).await?;
+    let raft = opened.raft.clone();
+    if opened.fresh {
+        initialise_if_first(&config, &raft).await;
+    }
+    let shell = start_shell(&config, opened, auth)?;
+    tracing::info!(id = config.id, listen = %config.listen, "node serving");
+    let result = serve(listener, &shell.node, &raft, check, shutdown).await;
+    tracing::info!(id = config.id, "stopping");
+    for task in shell.tasks {
+        task.abort();
+    }
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    result.context("gRPC server failed")
+}
+
+/// The settings checked, and the openraft configuration they make.
+fn check_config(config: &NodeConfig) -> anyhow::Result<openraft::Config> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let raft_config = config
+    config
         .raft_config()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let listener = TcpListener::bind(&config.listen).await.with_context(|| {
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+async fn bind(config: &NodeConfig) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(&config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another node using it?)",
             config.listen
         )
-    })?;
+    })
+}
 
+/// The cluster token (created on first start): what this node sends, and what it checks.
+fn load_token(
+    config: &NodeConfig,
+) -> anyhow::Result<(raftq_client::Auth, raftq_client::auth::CheckToken)> {
     let token = raftq_client::auth::ensure_token_file(&config.token_path())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let auth = raftq_client::Auth::new(Some(&token)).map_err(anyhow::Error::msg)?;
     let check = raftq_client::auth::CheckToken::new(&token);
+    Ok((auth, check))
+}
+
+/// Raft started over the stores of the data directory.
+struct Opened {
+    raft: RaftHandle,
+    fsm: SharedFsm,
+    watches: AppliedWatches,
+    /// The log was empty: this node never was part of a cluster.
+    fresh: bool,
+}
+
+/// Opens the stores, hooks apply's effects to the watches the shell waits on, starts Raft.
+async fn open_raft(
+    config: &NodeConfig,
+    raft_config: openraft::Config,
+    auth: raftq_client::Auth,
+) -> anyhow::Result<Opened> {
     if config.power_loss_sim {
         tracing::warn!(
             id = config.id,
@@ -56,8 +110,8 @@ pub async fn run(
                     config.data_dir.display()
                 )
             })?;
-    let (ready_tx, ready_rx) = watch::channel(0u64);
-    let (applied_tx, applied_rx) = watch::channel(0u64);
+    let (ready_tx, ready) = watch::channel(0u64);
+    let (applied_tx, applied) = watch::channel(0u64);
     sm.set_effects_hook(Arc::new(move |effects: &queue_fsm::Effects| {
         applied_tx.send_modify(|v| *v = v.wrapping_add(1));
         if !effects.woken_groups.is_empty() {
@@ -70,70 +124,101 @@ pub async fn run(
         let st = log.get_log_state().await?;
         st.last_log_id.is_none()
     };
-    let network = Network { auth: auth.clone() };
+    let network = Network { auth };
     let raft: RaftHandle = openraft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .context("starting raft")?;
+    Ok(Opened {
+        raft,
+        fsm,
+        watches: AppliedWatches { ready, applied },
+        fresh,
+    })
+}
 
-    if fresh && config.peers.keys().next() == Some(&config.id) {
-        let members: BTreeMap<u64, BasicNode> = config
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-            .collect();
-        match raft.initialize(members).await {
-            Ok(()) => tracing::info!(nodes = config.peers.len(), "initialised a new cluster"),
-            Err(e) => tracing::info!(error = %e, "cluster already initialised"),
-        }
+/// A new cluster is initialised once, by the lowest id of `peers`.
+async fn initialise_if_first(config: &NodeConfig, raft: &RaftHandle) {
+    if config.peers.keys().next() != Some(&config.id) {
+        return;
     }
+    let members: BTreeMap<u64, BasicNode> = config
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!(nodes = config.peers.len(), "initialised a new cluster"),
+        Err(e) => tracing::info!(error = %e, "cluster already initialised"),
+    }
+}
 
-    let proposer = Proposer::start(
-        raft.clone(),
-        config.clock_offset_ms,
+/// The node shell and its leader-only tasks.
+struct Shell {
+    node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn start_shell(
+    config: &NodeConfig,
+    opened: Opened,
+    auth: raftq_client::Auth,
+) -> anyhow::Result<Shell> {
+    let consensus = Arc::new(RaftConsensus::new(opened.raft, auth));
+    let node = Arc::new(Node::new(
+        consensus,
+        Replica::new(opened.fsm),
+        Arc::new(WallClock {
+            offset_ms: config.clock_offset_ms,
+        }),
+        opened.watches,
         config.max_batch_commands,
         config.max_inflight_entries,
-    );
-    let node = Arc::new(Node::new(
-        config.clone(),
-        raft.clone(),
-        fsm,
-        proposer,
-        ready_rx,
-        applied_rx,
-        auth,
     ));
-    let ticker = tokio::spawn(crate::ticker::run(node.clone()));
-    let scheduler = if config.scheduler.enabled {
-        let dir = config
-            .scheduler
-            .runner_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("runners"));
-        let cluster = if config.peers.is_empty() {
-            config.listen.clone()
-        } else {
-            config.peers.values().cloned().collect::<Vec<_>>().join(",")
-        };
-        let launcher = crate::scheduler::LocalLauncher {
-            exe: std::env::current_exe().context("finding the raftq executable")?,
-            cluster,
-            token_file: config.token_path(),
-            log_dir: dir.clone(),
-            idle_exit_s: config.scheduler.idle_exit_s,
-            ttr_s: config.scheduler.ttr_s,
-        };
-        Some(tokio::spawn(crate::scheduler::run(
-            node.clone(),
-            Arc::new(launcher),
-            dir,
-        )))
-    } else {
-        None
-    };
+    let mut tasks = vec![tokio::spawn(crate::ticker::run(node.clone()))];
+    if config.scheduler.enabled {
+        tasks.push(start_scheduler(config, node.clone())?);
+    }
+    Ok(Shell { node, tasks })
+}
 
-    tracing::info!(id = config.id, listen = %config.listen, "node serving");
+/// The scheduler with the local launcher (runners of this host's `raftq` executable).
+fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinHandle<()>> {
+    let dir = config
+        .scheduler
+        .runner_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("runners"));
+    let cluster = if config.peers.is_empty() {
+        config.listen.clone()
+    } else {
+        config.peers.values().cloned().collect::<Vec<_>>().join(",")
+    };
+    let launcher = crate::scheduler::LocalLauncher {
+        exe: std::env::current_exe().context("finding the raftq executable")?,
+        cluster,
+        token_file: config.token_path(),
+        log_dir: dir.clone(),
+        idle_exit_s: config.scheduler.idle_exit_s,
+        ttr_s: config.scheduler.ttr_s,
+    };
+    Ok(tokio::spawn(crate::scheduler::run(
+        node,
+        config.scheduler.clone(),
+        Arc::new(launcher),
+        dir,
+    )))
+}
+
+/// Serves the Queue, Admin and Raft services (each checking the token) until `shutdown`.
+async fn serve(
+    listener: TcpListener,
+    node: &Arc<Node>,
+    raft: &RaftHandle,
+    check: raftq_client::auth::CheckToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream_from(listener);
-    let result = tonic::transport::Server::builder()
+    tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             pb::queue_server::QueueServer::new(QueueService { node: node.clone() })
                 .max_decoding_message_size(MAX_QUEUE_MESSAGE_BYTES)
@@ -141,26 +226,23 @@ pub async fn run(
             check.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::admin_server::AdminServer::new(AdminService { node: node.clone() }),
+            pb::admin_server::AdminServer::new(AdminService {
+                node: node.clone(),
+                raft: raft.clone(),
+            }),
             check.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::raft_server::RaftServer::new(RaftService { node: node.clone() })
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            pb::raft_server::RaftServer::new(RaftService {
+                node: node.clone(),
+                raft: raft.clone(),
+            })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
             check,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    tracing::info!(id = config.id, "stopping");
-    ticker.abort();
-    if let Some(s) = scheduler {
-        s.abort();
-    }
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft shutdown");
-    }
-    result.context("gRPC server failed")
+        .await
 }
 
 /// Accepted connections of `listener` as the stream tonic serves.

@@ -13,7 +13,9 @@
 //!   drawn from the seed, sit on a slow link (+10–40 ms) and lag behind the leader.
 //! - **A simulated Raft**: one log of entries (the leader's stamp from its own clock, the
 //!   requests it batched); a client's request reaches the leader, which appends it with
-//!   whatever else is pending (group commit), replicates it (delays of 1–5 ms, 3% of messages
+//!   whatever else is pending (group commit by the node's own `raftq_node::proposer::Batcher`
+//!   with the node's default bounds: at most 4,096 commands an entry, 8 entries in flight),
+//!   replicates it (delays of 1–5 ms, 3% of messages
 //!   10–60 ms, 1% lost; a 50 ms heartbeat re-sends what a follower lacks), commits an entry of
 //!   its own term once a majority holds it, and answers the client when it has applied it.
 //!   Followers learn the commit index from the leader and apply in order with random lag (now
@@ -23,9 +25,9 @@
 //!   majority side elects a replica whose log is at least as long as those of a majority
 //!   (Raft's election restriction: it holds every committed entry); the log is cut to the
 //!   winner's length; what the old leader held is lost (its clients hear "outcome unknown" if
-//!   it is alive, else time out). The new leader first proposes `RenewLeases`, then `Tick`
-//!   whenever its state machine's next deadline has passed by its own clock, like the real
-//!   node's ticker.
+//!   it is alive, else time out). The new leader's timers are the node's own
+//!   `raftq_node::ticker::Timers`: `RenewLeases` first, then `Tick` whenever its state
+//!   machine's next deadline has passed by its own clock, one at a time.
 //! - **Idempotent request ids and client retries**: a call has one request id; a lost request
 //!   or reply (4% of replies are lost), a 300 ms attempt timeout, a refused connection or a
 //!   leader change make the client retry with the same id after a backoff, until the call's
@@ -59,31 +61,56 @@
 //! intact; messages in flight from a crashed node are dropped), pauses (SIGSTOP), one-way and
 //! ring partitions, linearizable reads other than the final phase's. The real
 //! `raftq-jepsen test` covers those layers. A valid sim run says that the queue state machine,
-//! its request ids, leases and fences, snapshot export/import and replay hold up under this
-//! model's faults; nothing more.
+//! its request ids, leases and fences, snapshot export/import and replay, and the node's
+//! group-commit and timer decisions hold up under this model's faults; nothing more.
+//!
+//! The proposer's and ticker's decisions are shipped code; their async drivers (tasks,
+//! channels, `tokio::time`) are not run here. Running openraft itself under the seed would
+//! need: a single-threaded tokio runtime with paused time driven by the event loop (or an
+//! openraft `AsyncRuntime` of our own), an in-memory `RaftNetworkV2` whose delays, losses and
+//! partitions come from the seeded generator, in-memory log and state-machine stores
+//! (`queue_fsm::MemStore` behind `RaftLogStorage`/`RaftStateMachine`), and openraft's own
+//! randomness (election timeouts) drawn from the seed; with those, the sim could run the real
+//! `raftq_node::node::Node` over a `Consensus` per replica. Not attempted.
 //!
 //! Bugs can be planted in the simulated layer with [`SimBugs`] (tests only, not on the
 //! command line) to show that the checkers catch them.
+//!
+//! ## Layout
+//! - this file: options, stats, the event queue, the `World` and its event loop.
+//! - `raft`: replicas, the log, replication, commit and apply, the leader's group commit
+//!   (`raftq_node::proposer::Batcher`) and timers (`raftq_node::ticker::Timers`).
+//! - `election`: elections with Raft's restriction, and stepping down.
+//! - `recovery`: snapshots to lagging followers, crashes and restarts.
+//! - `client`: the simulated clients (adders, workers, the coordinator) and their retries.
+//! - `nemesis`: the fault schedule.
+//! - `final_phase`: heal, drain, the final read and the digests.
+//! - `output`: the summary lines and the run directory's files.
+//! - `tests`: validity over seeds, determinism, planted bugs.
 
 mod client;
+mod election;
+mod final_phase;
+mod nemesis;
+mod output;
 mod raft;
+mod recovery;
 #[cfg(test)]
 mod tests;
 
+pub use output::{stats_line, summary, write_outputs};
+
 use crate::checker::{self, Validity, Verdict};
-use crate::history::{self, Event, Kind, Op, NEMESIS};
+use crate::history::{Event, Kind, Op, NEMESIS};
 use crate::rng::Rng;
-use crate::workload::REP_GROUP;
-use client::{CallKind, Client, Role};
+use client::{Client, Role};
+use final_phase::Phase;
+use nemesis::Fault;
 use queue_fsm::snapshot::Chunk;
-use queue_fsm::{
-    Command, Fsm, FsmConfig, JobKey, Match, MemStore, Outcome, Request, StateName, StoreError,
-};
+use queue_fsm::{FsmConfig, Outcome, Request, StoreError};
 use raft::{Caller, Entry, LeaderState, Replica};
 use serde::Serialize;
-use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Events of the workload phase when `--steps` is not given.
 pub const DEFAULT_STEPS: u64 = 20_000;
@@ -280,34 +307,6 @@ impl Queue {
     }
 }
 
-/// A fault in force.
-enum Fault {
-    Kill(Vec<usize>),
-    Partition,
-    Clock(usize),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Workload,
-    /// The adders stop; wait for their last calls.
-    WaitAdders,
-    /// Kick buried jobs and wait until every job is complete.
-    Drain {
-        deadline: u64,
-        kicked: bool,
-    },
-    /// The workers stop; wait for their last calls.
-    StopWorkers,
-    FinalRead {
-        until: u64,
-    },
-    CatchUp {
-        deadline: u64,
-    },
-    Done,
-}
-
 /// The whole simulated world.
 struct World {
     now: u64,
@@ -366,26 +365,9 @@ impl World {
         let n = opts.nodes;
         let mut rng = Rng::new(opts.seed);
         let mut rng_raft = rng.fork(1);
-        let mut reps = Vec::with_capacity(n);
-        for _ in 0..n {
-            reps.push(Replica {
-                up: true,
-                inc: 0,
-                fsm: Some(Fsm::open(MemStore::default(), fsm_config())?),
-                applied: 0,
-                log_len: 0,
-                commit_known: 0,
-                apply_scheduled: false,
-                skew_ms: rng_raft.range(0, 60) as i64 - 30,
-                // a third of the replicas are far from the others
-                link_ms: if rng_raft.chance(1.0 / 3.0) {
-                    rng_raft.range(10, 40)
-                } else {
-                    0
-                },
-                jump_ms: 0,
-            });
-        }
+        let reps = (0..n)
+            .map(|_| Replica::new(&mut rng_raft))
+            .collect::<Result<Vec<_>, _>>()?;
         // as the real `queue` workload: one adder and one worker per node, then the
         // coordinator of the final phase
         let mut clients = Vec::new();
@@ -515,412 +497,4 @@ impl World {
         self.record(NEMESIS, 0, Kind::Invoke, op(String::new()), None);
         self.record(NEMESIS, 0, Kind::Ok, op(detail), None);
     }
-
-    // ---- the nemesis ----------------------------------------------------------------------
-
-    /// Alternates quiet gaps (0.3–1.2 s) and one fault at a time (0.3–2 s).
-    fn on_nemesis(&mut self) -> Result<(), SimError> {
-        if self.phase != Phase::Workload {
-            return Ok(());
-        }
-        if self.fault.is_some() {
-            self.stop_fault()?;
-            let t = self.now + self.rng_nem.range(300, 1_200);
-            self.q.at(t, Ev::Nemesis);
-        } else {
-            self.start_fault();
-            let t = self.now + self.rng_nem.range(300, 2_000);
-            self.q.at(t, Ev::Nemesis);
-        }
-        Ok(())
-    }
-
-    /// The replicas a fault hits: the leader, a minority, every replica (kill only) or one.
-    fn pick_targets(&mut self, all: bool) -> Vec<usize> {
-        let n = self.reps.len();
-        let x = self.rng_nem.below(if all { 10 } else { 9 });
-        match (x, self.leader) {
-            (0..=2, Some(l)) => vec![l],
-            (3..=5, _) if n > 2 => {
-                let k = (n - 1) / 2;
-                let mut v: Vec<usize> = self.rng_nem.shuffled(n).into_iter().take(k).collect();
-                v.sort_unstable();
-                v
-            }
-            (9, _) => (0..n).collect(),
-            _ => vec![self.rng_nem.below(n)],
-        }
-    }
-
-    fn start_fault(&mut self) {
-        let x = self.rng_nem.f64();
-        self.stats.faults += 1;
-        if x < 0.4 {
-            let v = self.pick_targets(true);
-            for &r in &v {
-                self.crash(r);
-            }
-            self.record_fault("kill", "start", format!("killed {}", ids(&v)));
-            self.fault = Some(("kill", Fault::Kill(v)));
-        } else if x < 0.8 {
-            let v = self.pick_targets(false);
-            for &r in &v {
-                self.side[r] = 1;
-            }
-            self.stats.partitions += 1;
-            if !self.leader_healthy() {
-                self.schedule_election(raft::ELECTION_MS.0, raft::ELECTION_MS.1);
-            }
-            let rest: Vec<usize> = (0..self.reps.len()).filter(|i| !v.contains(i)).collect();
-            self.record_fault(
-                "partition",
-                "start",
-                format!("isolated {} | {}", ids(&v), ids(&rest)),
-            );
-            self.fault = Some(("partition", Fault::Partition));
-        } else {
-            let r = match self.leader {
-                Some(l) => l,
-                None => self.rng_nem.below(self.reps.len()),
-            };
-            let size = self.rng_nem.range(500, 5_000) as i64;
-            let jump = if self.rng_nem.chance(0.5) {
-                size
-            } else {
-                -size
-            };
-            self.reps[r].jump_ms = jump;
-            self.stats.clock_jumps += 1;
-            self.record_fault("clock", "start", format!("n{} clock {jump:+} ms", r + 1));
-            self.fault = Some(("clock", Fault::Clock(r)));
-        }
-    }
-
-    fn stop_fault(&mut self) -> Result<(), SimError> {
-        let Some((name, fault)) = self.fault.take() else {
-            return Ok(());
-        };
-        let detail = match fault {
-            Fault::Kill(v) => {
-                for &r in &v {
-                    self.restart(r)?;
-                }
-                format!("restarted {}", ids(&v))
-            }
-            Fault::Partition => {
-                self.side.iter_mut().for_each(|s| *s = 0);
-                if !self.leader_healthy() {
-                    self.schedule_election(50, 200);
-                }
-                "healed the network".to_string()
-            }
-            Fault::Clock(r) => {
-                self.reps[r].jump_ms = 0;
-                format!("n{} clock reset", r + 1)
-            }
-        };
-        self.record_fault(name, "stop", detail);
-        Ok(())
-    }
-
-    // ---- the final phase ------------------------------------------------------------------
-
-    fn begin_final(&mut self) -> Result<(), SimError> {
-        self.stats.workload_events = self.stats.events;
-        self.stats.workload_ms = self.now;
-        self.stop_fault()?;
-        self.stop_adds = true;
-        self.phase = Phase::WaitAdders;
-        self.q.at(self.now, Ev::Coord);
-        Ok(())
-    }
-
-    /// Heals everything: every replica up, no partition, clocks reset.
-    fn heal(&mut self) -> Result<(), SimError> {
-        let heal = |action: &str, detail: &str| Op::Fault {
-            name: "heal".into(),
-            action: action.into(),
-            detail: detail.into(),
-        };
-        self.record(NEMESIS, 0, Kind::Invoke, heal("start", ""), None);
-        for r in 0..self.reps.len() {
-            if !self.reps[r].up {
-                self.restart(r)?;
-            }
-            self.reps[r].jump_ms = 0;
-        }
-        self.side.iter_mut().for_each(|s| *s = 0);
-        if !self.leader_healthy() {
-            self.schedule_election(50, 200);
-        }
-        self.record(
-            NEMESIS,
-            0,
-            Kind::Ok,
-            heal("start", "network healed, every node running"),
-            None,
-        );
-        Ok(())
-    }
-
-    /// Whether the leader may serve a linearizable read now: it reaches a majority, has
-    /// committed an entry of its term and applied everything committed.
-    fn readable(&self) -> Option<usize> {
-        let l = self.leader?;
-        let ok = self.leader_healthy() && self.lead.renewed && self.reps[l].applied >= self.commit;
-        ok.then_some(l)
-    }
-
-    fn leader_fsm(&self, l: usize) -> Result<&Fsm<MemStore>, SimError> {
-        self.reps[l]
-            .fsm
-            .as_ref()
-            .ok_or_else(|| SimError::Model(format!("leader n{} has no state", l + 1)))
-    }
-
-    fn all_idle(&self, role: Role) -> bool {
-        self.clients
-            .iter()
-            .filter(|c| c.role == role)
-            .all(|c| c.idle)
-    }
-
-    fn on_coord(&mut self) -> Result<(), SimError> {
-        match self.phase {
-            Phase::Workload | Phase::Done => {}
-            Phase::WaitAdders => {
-                if self.all_idle(Role::Adder) {
-                    self.heal()?;
-                    self.phase = Phase::Drain {
-                        deadline: self.now + DRAIN_TIMEOUT_MS,
-                        kicked: false,
-                    };
-                    self.q.at(self.now + 10, Ev::Coord);
-                } else {
-                    self.q.at(self.now + 50, Ev::Coord);
-                }
-            }
-            Phase::Drain { deadline, kicked } => {
-                if self.clients[self.coordinator].call.is_some() {
-                    return Ok(());
-                }
-                if self.now >= deadline {
-                    self.stop_workers(false);
-                    return Ok(());
-                }
-                let Some(l) = self.readable() else {
-                    self.q.at(self.now + 100, Ev::Coord);
-                    return Ok(());
-                };
-                let fsm = self.leader_fsm(l)?;
-                if !kicked {
-                    let keys: Vec<JobKey> = fsm
-                        .by_rep_group(REP_GROUP, Match::Exact, Some(StateName::Buried), 0)?
-                        .into_iter()
-                        .map(|j| j.job.key)
-                        .collect();
-                    if !keys.is_empty() {
-                        self.phase = Phase::Drain {
-                            deadline,
-                            kicked: true,
-                        };
-                        let c = self.coordinator;
-                        self.start_call(
-                            c,
-                            CallKind::Kick,
-                            Op::Kick { count: None },
-                            Command::Kick { keys },
-                        );
-                        return Ok(());
-                    }
-                }
-                let incomplete: u64 = fsm
-                    .counts()?
-                    .get(REP_GROUP)
-                    .map(|c| {
-                        c.iter()
-                            .filter(|(s, _)| **s != StateName::Complete)
-                            .map(|(_, n)| *n)
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                if incomplete == 0 {
-                    self.stop_workers(true);
-                } else {
-                    self.phase = Phase::Drain {
-                        deadline,
-                        kicked: false,
-                    };
-                    self.q.at(self.now + 1_000, Ev::Coord);
-                }
-            }
-            Phase::StopWorkers => {
-                if self.all_idle(Role::Worker) {
-                    let detail = if self.stats.drained {
-                        "drained"
-                    } else {
-                        "drain timed out"
-                    };
-                    let op = Op::Fault {
-                        name: "heal".into(),
-                        action: "stop".into(),
-                        detail: detail.into(),
-                    };
-                    self.record(NEMESIS, 0, Kind::Ok, op, None);
-                    let process = self.clients[self.coordinator].process;
-                    self.record(
-                        process,
-                        0,
-                        Kind::Invoke,
-                        Op::FinalRead { jobs: Vec::new() },
-                        None,
-                    );
-                    self.phase = Phase::FinalRead {
-                        until: self.now + FINAL_READ_TIMEOUT_MS,
-                    };
-                    self.q.at(self.now + 2, Ev::Coord);
-                } else {
-                    self.q.at(self.now + 50, Ev::Coord);
-                }
-            }
-            Phase::FinalRead { until } => {
-                let process = self.clients[self.coordinator].process;
-                if let Some(l) = self.readable() {
-                    let jobs = self
-                        .leader_fsm(l)?
-                        .by_rep_group(REP_GROUP, Match::Exact, None, 0)?
-                        .into_iter()
-                        .map(|j| {
-                            (
-                                crate::workload::job_name(&j.job.spec.cmd),
-                                j.job.state.name().as_str().to_string(),
-                            )
-                        })
-                        .collect();
-                    self.record(process, 0, Kind::Ok, Op::FinalRead { jobs }, None);
-                } else if self.now >= until {
-                    self.record(
-                        process,
-                        0,
-                        Kind::Info,
-                        Op::FinalRead { jobs: Vec::new() },
-                        Some("no leader could serve the read".into()),
-                    );
-                } else {
-                    self.q.at(self.now + 50, Ev::Coord);
-                    return Ok(());
-                }
-                self.phase = Phase::CatchUp {
-                    deadline: self.now + CATCH_UP_TIMEOUT_MS,
-                };
-                self.q.at(self.now + 1, Ev::Coord);
-            }
-            Phase::CatchUp { deadline } => {
-                let len = self.log.len();
-                let caught_up = self.commit == len
-                    && self
-                        .reps
-                        .iter()
-                        .all(|r| r.up && r.applied == len && r.log_len == len);
-                if caught_up || self.now >= deadline {
-                    let mut nodes = Vec::new();
-                    for (i, r) in self.reps.iter().enumerate() {
-                        let d = match (&r.fsm, r.up) {
-                            (Some(f), true) => Some(f.digest()?),
-                            _ => None,
-                        };
-                        nodes.push((i as u64 + 1, d));
-                    }
-                    self.record(NEMESIS, 0, Kind::Ok, Op::Digests { nodes }, None);
-                    self.phase = Phase::Done;
-                } else {
-                    self.q.at(self.now + 20, Ev::Coord);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn stop_workers(&mut self, drained: bool) {
-        self.stats.drained = drained;
-        self.stop_work = true;
-        self.phase = Phase::StopWorkers;
-        self.q.at(self.now, Ev::Coord);
-    }
-}
-
-fn ids(v: &[usize]) -> String {
-    let s: Vec<String> = v.iter().map(|i| format!("n{}", i + 1)).collect();
-    s.join(",")
-}
-
-/// A line per checker, as `raftq-jepsen test` prints them.
-pub fn summary(out: &SimOutcome) -> String {
-    let mut s = String::new();
-    for (name, v) in &out.results {
-        s.push_str(&format!("  {name:<22} {:?}\n", v.valid));
-    }
-    s
-}
-
-/// One line on what the simulated layer went through.
-pub fn stats_line(st: &SimStats) -> String {
-    format!(
-        "{} events, {:.1} s virtual ({:.1} s workload), {} log entries, {} faults ({} crashes, \
-         {} partitions, {} clock jumps), {} elections, {} snapshots installed, {} replays, \
-         {} entries cut, {} replies lost, {} retries, {}",
-        st.events,
-        st.virtual_ms as f64 / 1e3,
-        st.workload_ms as f64 / 1e3,
-        st.log_entries,
-        st.faults,
-        st.crashes,
-        st.partitions,
-        st.clock_jumps,
-        st.elections,
-        st.snapshots_installed,
-        st.restarts_replayed,
-        st.truncated_entries,
-        st.lost_replies,
-        st.client_retries,
-        if st.drained {
-            "drained"
-        } else {
-            "drain timed out"
-        }
-    )
-}
-
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Writes `history.jsonl`, `results.json` (as a real run's) and `test.json` (the options and
-/// the stats; with it, `raftq-jepsen check DIR` checks the history again) into `dir`.
-pub fn write_outputs(dir: &Path, opts: &SimOptions, out: &SimOutcome) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join("history.jsonl");
-    let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut w = std::io::BufWriter::new(f);
-    history::write_jsonl(&out.history, &mut w).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::flush(&mut w).map_err(|e| format!("{}: {e}", path.display()))?;
-    write_json(
-        &dir.join("results.json"),
-        &json!({ "valid": out.valid, "checkers": out.results }),
-    )?;
-    let mut test = json!({
-        "name": opts.name(),
-        "mode": "simulation",
-        "nodes": opts.nodes,
-        "workload": "queue",
-        "nemesis": ["kill", "partition", "clock"],
-        "seed": opts.seed,
-        "steps": opts.steps,
-        "stats": out.stats,
-    });
-    if opts.bugs.any() {
-        test["planted_bugs"] = json!(opts.bugs);
-    }
-    write_json(&dir.join("test.json"), &test)
 }

@@ -1,16 +1,22 @@
 //! The simulated Raft layer: one log, replicas that hold a prefix of it, a leader that appends,
-//! replicates, commits by majority and answers its clients once it has applied an entry;
-//! elections with Raft's restriction (the winner's log is at least as long as those of a
-//! majority, so it holds every committed entry); snapshots; crashes and restarts.
+//! replicates, commits by majority and answers its clients once it has applied an entry.
+//! Elections are in `election`, snapshots, crashes and restarts in `recovery`.
 //!
 //! Every replica's log is a prefix of the one log [`World::log`]: a new leader truncates it to
 //! its own length (entries no majority held, and that it does not hold, are gone), so the
 //! prefix property holds without storing a log per replica.
+//!
+//! The leader's group commit and timers are the node's own code, driven in virtual time:
+//! [`Batcher`] (`raftq_node::proposer`) decides which pending requests form the next entry and
+//! bounds the entries in flight, [`Timers`] (`raftq_node::ticker`) decides when to propose
+//! `RenewLeases` and `Tick`, with the node's default bounds.
 
 use super::{fsm_config, Ev, SimError, World};
 use crate::rng::Rng;
-use queue_fsm::snapshot::{Chunk, DEFAULT_CHUNK_BYTES};
 use queue_fsm::{Command, Fsm, MemStore, Outcome, Request};
+use raftq_node::config::NodeConfig;
+use raftq_node::proposer::Batcher;
+use raftq_node::ticker::{Due, Step, Timers};
 use std::collections::BTreeMap;
 
 /// Election timeout: how long followers wait after losing the leader (virtual ms).
@@ -22,14 +28,14 @@ const SNAPSHOT_LAG: usize = 20;
 /// Chance per heartbeat that a lagging follower gets a snapshot rather than entries.
 const SNAPSHOT_CHANCE: f64 = 0.3;
 /// Chance that a message between replicas (append, ack, snapshot) is lost.
-const MSG_LOSS: f64 = 0.01;
+pub(super) const MSG_LOSS: f64 = 0.01;
 /// Chance that a reply to a client is lost (the client times out and retries).
 pub(super) const REPLY_LOSS: f64 = 0.04;
 /// Entries one apply step takes at most.
 const APPLY_BATCH: usize = 16;
 /// Chance that a replica restarting after a crash rebuilds from a peer's snapshot (else it
 /// replays its log from the first entry).
-const RESTART_FROM_SNAPSHOT: f64 = 0.5;
+pub(super) const RESTART_FROM_SNAPSHOT: f64 = 0.5;
 
 /// One entry of the log: the leader's stamp and the requests it batched.
 pub(super) struct Entry {
@@ -60,6 +66,29 @@ pub(super) struct Replica {
     pub jump_ms: i64,
 }
 
+impl Replica {
+    /// A fresh replica, up, with its clock skew (±30 ms) and link latency drawn from `rng`.
+    pub fn new(rng: &mut Rng) -> Result<Replica, SimError> {
+        Ok(Replica {
+            up: true,
+            inc: 0,
+            fsm: Some(Fsm::open(MemStore::default(), fsm_config())?),
+            applied: 0,
+            log_len: 0,
+            commit_known: 0,
+            apply_scheduled: false,
+            skew_ms: rng.range(0, 60) as i64 - 30,
+            // a third of the replicas are far from the others
+            link_ms: if rng.chance(1.0 / 3.0) {
+                rng.range(10, 40)
+            } else {
+                0
+            },
+            jump_ms: 0,
+        })
+    }
+}
+
 /// A client's attempt waiting for the outcome of its request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Caller {
@@ -69,21 +98,35 @@ pub(super) struct Caller {
 }
 
 /// What only the current leader keeps.
-#[derive(Default)]
 pub(super) struct LeaderState {
     /// Log length each replica acknowledged (the leader's own is the log's length).
     pub match_len: Vec<usize>,
-    /// Requests not yet in an entry (group commit).
-    pub pending: Vec<(Request, Option<Caller>)>,
+    /// Requests not yet in an entry, and the entries in flight (the node's group commit).
+    pub batcher: Batcher<(Request, Option<Caller>)>,
     pub propose_scheduled: bool,
     /// Entry index → (position in the entry, caller) of requests this leader appended.
     pub waiting: BTreeMap<usize, Vec<(usize, Caller)>>,
-    /// A Tick is queued or in the log and not yet applied by the leader.
-    pub tick_inflight: bool,
+    /// The node's timer decisions (RenewLeases first, then Tick when due).
+    pub timers: Timers,
+    /// Index of the Tick and of this term's RenewLeases in the log, until the leader applies
+    /// them.
     pub tick_index: Option<usize>,
-    /// Index of this term's RenewLeases, and whether the leader has applied it.
     pub renew_index: Option<usize>,
-    pub renewed: bool,
+}
+
+impl Default for LeaderState {
+    fn default() -> Self {
+        let node = NodeConfig::default();
+        LeaderState {
+            match_len: Vec::new(),
+            batcher: Batcher::new(node.max_batch_commands, node.max_inflight_entries),
+            propose_scheduled: false,
+            waiting: BTreeMap::new(),
+            timers: Timers::default(),
+            tick_index: None,
+            renew_index: None,
+        }
+    }
 }
 
 impl World {
@@ -124,7 +167,7 @@ impl World {
 
     /// One message's delay between the leader and follower `f` (its link's latency plus
     /// jitter).
-    fn link_delay(&mut self, f: usize) -> u64 {
+    pub(super) fn link_delay(&mut self, f: usize) -> u64 {
         self.reps[f].link_ms + Self::net_delay(&mut self.rng_net)
     }
 
@@ -134,112 +177,6 @@ impl World {
         } else {
             rng.range(1, 5)
         }
-    }
-
-    /// Schedules an election in `lo..=hi` ms, unless one is pending.
-    pub(super) fn schedule_election(&mut self, lo: u64, hi: u64) {
-        if !self.election_pending {
-            self.election_pending = true;
-            let t = self.now + self.rng_raft.range(lo, hi);
-            self.q.at(t, Ev::Election);
-        }
-    }
-
-    /// An election timeout fired: unless the leader is fine, the majority side elects one of
-    /// its replicas whose log is at least as long as those of a majority of the cluster.
-    pub(super) fn on_election(&mut self) -> Result<(), SimError> {
-        self.election_pending = false;
-        if self.leader_healthy() {
-            return Ok(());
-        }
-        let Some(side) = self.majority_side() else {
-            self.schedule_election(300, 600);
-            return Ok(());
-        };
-        let voters: Vec<usize> = (0..self.reps.len())
-            .filter(|&i| self.reps[i].up && self.side[i] == side)
-            .collect();
-        let candidates: Vec<usize> = if self.bugs.elect_without_committed_log {
-            // planted: the shortest log wins, whatever it lacks
-            let shortest = voters.iter().map(|&i| self.reps[i].log_len).min();
-            voters
-                .iter()
-                .copied()
-                .filter(|&i| Some(self.reps[i].log_len) == shortest)
-                .collect()
-        } else {
-            voters
-                .iter()
-                .copied()
-                .filter(|&c| {
-                    let len = self.reps[c].log_len;
-                    let votes = voters
-                        .iter()
-                        .filter(|&&v| self.reps[v].log_len <= len)
-                        .count();
-                    votes >= self.majority()
-                })
-                .collect()
-        };
-        if candidates.is_empty() {
-            self.schedule_election(300, 600);
-            return Ok(());
-        }
-        let c = candidates[self.rng_raft.below(candidates.len())];
-        self.become_leader(c);
-        Ok(())
-    }
-
-    /// Ends the current leadership: requests it holds get "outcome unknown" when the old
-    /// leader is still up (it tells its clients), nothing when it crashed (they time out).
-    pub(super) fn depose(&mut self) {
-        let Some(old) = self.leader.take() else {
-            return;
-        };
-        let lead = std::mem::take(&mut self.lead);
-        let mut callers: Vec<Caller> = lead
-            .waiting
-            .into_values()
-            .flatten()
-            .map(|(_, c)| c)
-            .collect();
-        callers.extend(lead.pending.into_iter().filter_map(|(_, c)| c));
-        if self.reps[old].up {
-            for c in callers {
-                self.send_reply(c, Err("leader changed: outcome unknown".into()));
-            }
-        }
-    }
-
-    fn become_leader(&mut self, c: usize) {
-        self.depose();
-        self.term += 1;
-        self.stats.elections += 1;
-        let len = self.reps[c].log_len;
-        if len < self.log.len() {
-            self.stats.truncated_entries += (self.log.len() - len) as u64;
-            self.log.truncate(len);
-        }
-        for r in &mut self.reps {
-            r.log_len = r.log_len.min(len);
-            r.commit_known = r.commit_known.min(len);
-        }
-        // only the planted bug can elect a leader without every committed entry
-        self.commit = self.commit.min(len);
-        self.leader = Some(c);
-        let mut match_len = vec![0; self.reps.len()];
-        match_len[c] = len;
-        self.lead = LeaderState {
-            match_len,
-            ..LeaderState::default()
-        };
-        // like the real node: a new leader first restarts every live lease
-        self.lead
-            .pending
-            .push((Request::new(None, Command::RenewLeases), None));
-        self.lead.propose_scheduled = true;
-        self.q.at(self.now, Ev::Propose { term: self.term });
-        self.q.at(self.now, Ev::Heartbeat { term: self.term });
     }
 
     /// A client's request reached node `node`.
@@ -258,7 +195,7 @@ impl World {
             );
             return;
         }
-        self.lead.pending.push((req, Some(caller)));
+        self.lead.batcher.push((req, Some(caller)));
         self.schedule_propose();
     }
 
@@ -271,7 +208,8 @@ impl World {
         }
     }
 
-    /// The leader appends what is pending as one entry stamped with its clock.
+    /// The leader appends what is pending as entries stamped with its clock, as many and as
+    /// large as the node's [`Batcher`] allows.
     pub(super) fn on_propose(&mut self, term: u64) {
         if term != self.term {
             return;
@@ -280,29 +218,35 @@ impl World {
         let Some(l) = self.leader else {
             return;
         };
-        if !self.reps[l].up || self.lead.pending.is_empty() {
+        if !self.reps[l].up {
             return;
         }
-        let idx = self.log.len();
-        let pending = std::mem::take(&mut self.lead.pending);
-        let mut requests = Vec::with_capacity(pending.len());
-        for (pos, (req, caller)) in pending.into_iter().enumerate() {
-            match req.cmd {
-                Command::Tick => self.lead.tick_index = Some(idx),
-                Command::RenewLeases => self.lead.renew_index = Some(idx),
-                _ => {}
+        let mut appended = false;
+        while let Some(batch) = self.lead.batcher.next_batch() {
+            appended = true;
+            let idx = self.log.len();
+            let mut requests = Vec::with_capacity(batch.len());
+            for (pos, (req, caller)) in batch.into_iter().enumerate() {
+                match req.cmd {
+                    Command::Tick => self.lead.tick_index = Some(idx),
+                    Command::RenewLeases => self.lead.renew_index = Some(idx),
+                    _ => {}
+                }
+                if let Some(c) = caller {
+                    self.lead.waiting.entry(idx).or_default().push((pos, c));
+                }
+                requests.push(req);
             }
-            if let Some(c) = caller {
-                self.lead.waiting.entry(idx).or_default().push((pos, c));
-            }
-            requests.push(req);
+            let stamp_ms = self.clock(l);
+            self.log.push(Entry {
+                term,
+                stamp_ms,
+                requests,
+            });
         }
-        let stamp_ms = self.clock(l);
-        self.log.push(Entry {
-            term,
-            stamp_ms,
-            requests,
-        });
+        if !appended {
+            return;
+        }
         self.reps[l].log_len = self.log.len();
         self.lead.match_len[l] = self.log.len();
         for f in 0..self.reps.len() {
@@ -333,7 +277,7 @@ impl World {
     }
 
     /// Whether a message of `term` from the leader to `to` (incarnation `inc`) is delivered.
-    fn deliverable(&self, to: usize, inc: u64, term: u64) -> Option<usize> {
+    pub(super) fn deliverable(&self, to: usize, inc: u64, term: u64) -> Option<usize> {
         let l = self.leader?;
         let ok = term == self.term
             && self.reps[l].up
@@ -355,7 +299,7 @@ impl World {
         self.send_ack(to, len);
     }
 
-    fn send_ack(&mut self, from: usize, len: usize) {
+    pub(super) fn send_ack(&mut self, from: usize, len: usize) {
         if self.rng_net.chance(MSG_LOSS) {
             return;
         }
@@ -463,6 +407,11 @@ impl World {
             self.reps[r].applied += 1;
             self.stats.applied_entries += 1;
             if is_leader {
+                // an entry of this term is one this leader's batcher proposed: its slot is
+                // free (as the node's proposer frees it when the write returns)
+                if self.log[idx].term == self.term {
+                    self.lead.batcher.finished();
+                }
                 if let Some(callers) = self.lead.waiting.remove(&idx) {
                     for (pos, c) in callers {
                         let outcome: Outcome = match applied.outcomes.get(pos) {
@@ -478,16 +427,20 @@ impl World {
                 }
                 if self.lead.tick_index == Some(idx) {
                     self.lead.tick_index = None;
-                    self.lead.tick_inflight = false;
+                    self.lead.timers.ticked();
                 }
                 if self.lead.renew_index == Some(idx) {
-                    self.lead.renewed = true;
+                    self.lead.renew_index = None;
+                    self.lead.timers.renewed(self.term);
                 }
             }
         }
         self.schedule_apply(r);
         if is_leader {
-            self.maybe_tick()?;
+            if self.lead.batcher.waiting() > 0 {
+                self.schedule_propose();
+            }
+            self.drive_timers()?;
         }
         Ok(())
     }
@@ -508,26 +461,32 @@ impl World {
         );
     }
 
-    /// The leader's timer: proposes Tick once its state machine's next deadline has passed by
-    /// its own clock (after this term's RenewLeases, like the real node's ticker).
-    pub(super) fn maybe_tick(&mut self) -> Result<(), SimError> {
+    /// The leader's timers, as the node's ticker decides them ([`Timers`]): this term's
+    /// RenewLeases first, then Tick once the state machine's next deadline has passed by the
+    /// leader's own clock; one at a time.
+    pub(super) fn drive_timers(&mut self) -> Result<(), SimError> {
         let Some(l) = self.leader else {
             return Ok(());
         };
-        if !self.reps[l].up || !self.lead.renewed || self.lead.tick_inflight {
+        if !self.reps[l].up {
             return Ok(());
         }
-        let now = self.clock(l);
-        let Some(fsm) = self.reps[l].fsm.as_mut() else {
-            return Ok(());
+        let cmd = match self.lead.timers.due(Some(self.term)) {
+            Due::Follow | Due::Busy => return Ok(()),
+            Due::Renew { .. } => Command::RenewLeases,
+            Due::Deadline => {
+                let now = self.clock(l);
+                let Some(fsm) = self.reps[l].fsm.as_mut() else {
+                    return Ok(());
+                };
+                match self.lead.timers.at(fsm.next_deadline()?, now) {
+                    Step::Tick => Command::Tick,
+                    Step::Sleep(_) => return Ok(()),
+                }
+            }
         };
-        if fsm.next_deadline()?.is_some_and(|d| d <= now) {
-            self.lead.tick_inflight = true;
-            self.lead
-                .pending
-                .push((Request::new(None, Command::Tick), None));
-            self.schedule_propose();
-        }
+        self.lead.batcher.push((Request::new(None, cmd), None));
+        self.schedule_propose();
         Ok(())
     }
 
@@ -553,126 +512,11 @@ impl World {
                 self.send_append(f);
             }
         }
-        self.maybe_tick()?;
+        self.drive_timers()?;
         if !self.leader_healthy() {
             self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
         }
         self.q.at(self.now + HEARTBEAT_MS, Ev::Heartbeat { term });
-        Ok(())
-    }
-
-    fn export(&self, r: usize) -> Result<(usize, Vec<Chunk>), SimError> {
-        let rep = &self.reps[r];
-        let fsm = rep
-            .fsm
-            .as_ref()
-            .ok_or_else(|| SimError::Model(format!("n{} has no state to export", r + 1)))?;
-        let chunks = fsm
-            .export(DEFAULT_CHUNK_BYTES)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rep.applied, chunks))
-    }
-
-    fn send_snapshot(&mut self, l: usize, f: usize) -> Result<(), SimError> {
-        if self.rng_net.chance(MSG_LOSS) {
-            return Ok(());
-        }
-        let (index, chunks) = self.export(l)?;
-        let t = self.now + self.link_delay(f) + 5;
-        self.q.at(
-            t,
-            Ev::Snapshot {
-                to: f,
-                inc: self.reps[f].inc,
-                term: self.term,
-                index,
-                chunks,
-            },
-        );
-        Ok(())
-    }
-
-    /// Replaces replica `r`'s state with a snapshot taken at `index`.
-    fn install(&mut self, r: usize, index: usize, chunks: Vec<Chunk>) -> Result<(), SimError> {
-        let mut fsm = Fsm::open(MemStore::default(), fsm_config())?;
-        fsm.import(chunks)?;
-        let rep = &mut self.reps[r];
-        rep.fsm = Some(fsm);
-        // planted: off by one, the entry at `index` is never applied
-        rep.applied = index + usize::from(self.bugs.skip_entry_after_snapshot);
-        rep.log_len = rep.log_len.max(index);
-        rep.commit_known = rep.commit_known.max(index);
-        self.stats.snapshots_installed += 1;
-        Ok(())
-    }
-
-    pub(super) fn on_snapshot(
-        &mut self,
-        to: usize,
-        inc: u64,
-        term: u64,
-        index: usize,
-        chunks: Vec<Chunk>,
-    ) -> Result<(), SimError> {
-        if self.deliverable(to, inc, term).is_none() || self.reps[to].applied >= index {
-            return Ok(());
-        }
-        self.install(to, index, chunks)?;
-        let len = self.reps[to].log_len;
-        self.schedule_apply(to);
-        self.send_ack(to, len);
-        Ok(())
-    }
-
-    /// Crashes replica `r`: its state machine is gone, its log stays.
-    pub(super) fn crash(&mut self, r: usize) {
-        let rep = &mut self.reps[r];
-        rep.up = false;
-        rep.inc += 1;
-        rep.fsm = None;
-        rep.applied = 0;
-        rep.commit_known = 0;
-        rep.apply_scheduled = false;
-        self.stats.crashes += 1;
-        if self.leader == Some(r) {
-            self.depose();
-            self.schedule_election(ELECTION_MS.0, ELECTION_MS.1);
-        }
-    }
-
-    /// Restarts replica `r`: a new state machine, rebuilt from a peer's snapshot or by
-    /// replaying its log from the first entry.
-    pub(super) fn restart(&mut self, r: usize) -> Result<(), SimError> {
-        let donors: Vec<usize> = (0..self.reps.len())
-            .filter(|&d| {
-                d != r
-                    && self.reps[d].up
-                    && self.reps[d].applied > 0
-                    && self.reps[d].fsm.is_some()
-                    && self.connected(r, d)
-            })
-            .collect();
-        let from_snapshot = !donors.is_empty() && self.rng_raft.chance(RESTART_FROM_SNAPSHOT);
-        let fsm = Fsm::open(MemStore::default(), fsm_config())?;
-        {
-            let rep = &mut self.reps[r];
-            rep.up = true;
-            rep.inc += 1;
-            rep.applied = 0;
-            rep.commit_known = 0;
-            rep.apply_scheduled = false;
-            rep.fsm = Some(fsm);
-        }
-        if from_snapshot {
-            let d = donors[self.rng_raft.below(donors.len())];
-            let (index, chunks) = self.export(d)?;
-            self.install(r, index, chunks)?;
-        } else {
-            self.stats.restarts_replayed += 1;
-        }
-        if !self.leader_healthy() {
-            self.schedule_election(50, 200);
-        }
         Ok(())
     }
 }

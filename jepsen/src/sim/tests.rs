@@ -1,4 +1,5 @@
 use super::*;
+use crate::history;
 use std::time::Instant;
 
 /// Events of the workload phase in tests (about 15 s of virtual time).

@@ -143,6 +143,8 @@ fn merge_views(base: &pb::ClusterStatusResponse, views: &Views) -> BTreeMap<u64,
             e.applied_index = own.applied_index;
             e.last_log_index = own.last_log_index;
             e.term = own.term;
+            e.store_errors = own.store_errors;
+            e.last_store_error = own.last_store_error.clone();
         }
     }
     for (id, n) in nodes.iter_mut() {
@@ -160,7 +162,8 @@ fn print_json(base: &pb::ClusterStatusResponse, nodes: &BTreeMap<u64, pb::NodeSt
             serde_json::json!({
                 "id": n.id, "addr": n.addr, "role": n.role, "term": n.term,
                 "last_log_index": n.last_log_index, "applied_index": n.applied_index,
-                "voter": n.voter,
+                "voter": n.voter, "store_errors": n.store_errors,
+                "last_store_error": n.last_store_error,
             })
         })
         .collect();
@@ -189,5 +192,11 @@ fn print_table(base: &pb::ClusterStatusResponse, nodes: &BTreeMap<u64, pb::NodeS
             "{:>4}  {:<22} {:<11} {:>10} {:>10}",
             n.id, n.addr, n.role, n.last_log_index, n.applied_index
         );
+        if n.store_errors > 0 {
+            println!(
+                "      store errors: {} (last: {})",
+                n.store_errors, n.last_store_error
+            );
+        }
     }
 }

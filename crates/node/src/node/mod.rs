@@ -1,20 +1,30 @@
-//! A running manager: its Raft, its replica of the queue, the proposer, and the routing of
-//! commands and reads to the leader.
+//! A running manager's shell: its Raft ([`Consensus`]), its replica of the queue
+//! ([`Replica`]), the proposer, and the routing of commands and reads to the leader.
+//!
+//! ## Layout
+//! - [`consensus`]: the [`Consensus`] trait the shell talks to, and [`RaftConsensus`] over
+//!   openraft and the gRPC links to the leader.
+//! - [`replica`]: reads of the local state machine off the async threads, and the count of
+//!   store errors ([`StoreHealth`]).
+//! - this file: [`Node`], routing (leader → proposer, follower → forward, no leader →
+//!   UNAVAILABLE with a hint), the blocking-reserve long poll, linearizable reads.
 
-use crate::config::NodeConfig;
-use crate::limits::{MAX_RAFT_MESSAGE_BYTES, MAX_RESERVE_WAIT_MS};
+pub mod consensus;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod replica;
+#[cfg(test)]
+mod tests;
+
+pub use consensus::{Consensus, RaftConsensus, View};
+pub use replica::{ReadError, Replica, StoreHealth};
+
+use crate::clock::Clock;
+use crate::limits::MAX_RESERVE_WAIT_MS;
 use crate::proposer::{ProposeError, Proposer};
-use crate::raft_net::{channel, RaftHandle};
-use openraft::async_runtime::WatchReceiver;
-use openraft::ReadPolicy;
-use queue_fsm::{NoJob, Outcome, Request, RequestId, Response};
-use raft_store::SharedFsm;
-use raftq_client::AuthChannel;
-use raftq_proto::pb;
-use raftq_proto::pb::raft_client::RaftClient;
+use queue_fsm::{Fsm, NoJob, Outcome, Request, RequestId, Response, RocksStore, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -49,59 +59,98 @@ impl RouteError {
     }
 }
 
-pub struct Node {
-    pub id: u64,
-    pub config: NodeConfig,
-    pub raft: RaftHandle,
-    pub fsm: SharedFsm,
-    pub proposer: Proposer,
+/// Watches bumped by apply (see `server`'s effects hook).
+pub struct AppliedWatches {
     /// Bumped when an applied entry made jobs ready (wakes blocked reserves).
-    pub ready_rx: watch::Receiver<u64>,
+    pub ready: watch::Receiver<u64>,
     /// Bumped on every applied entry (the ticker re-reads the next deadline).
-    pub applied_rx: watch::Receiver<u64>,
-    peers: Mutex<BTreeMap<u64, (String, RaftClient<AuthChannel>)>>,
-    auth: raftq_client::Auth,
+    pub applied: watch::Receiver<u64>,
+}
+
+pub struct Node {
+    id: u64,
+    consensus: Arc<dyn Consensus>,
+    replica: Replica,
+    proposer: Proposer,
+    clock: Arc<dyn Clock>,
+    watches: AppliedWatches,
 }
 
 impl Node {
+    /// A node over `consensus`; its proposer stamps entries with `clock` and batches as the
+    /// bounds say.
     pub fn new(
-        config: NodeConfig,
-        raft: RaftHandle,
-        fsm: SharedFsm,
-        proposer: Proposer,
-        ready_rx: watch::Receiver<u64>,
-        applied_rx: watch::Receiver<u64>,
-        auth: raftq_client::Auth,
+        consensus: Arc<dyn Consensus>,
+        replica: Replica,
+        clock: Arc<dyn Clock>,
+        watches: AppliedWatches,
+        max_batch: usize,
+        max_inflight: usize,
     ) -> Node {
+        let proposer = Proposer::start(consensus.clone(), clock.clone(), max_batch, max_inflight);
         Node {
-            id: config.id,
-            config,
-            raft,
-            fsm,
+            id: consensus.id(),
+            consensus,
+            replica,
             proposer,
-            ready_rx,
-            applied_rx,
-            peers: Mutex::new(BTreeMap::new()),
-            auth,
+            clock,
+            watches,
         }
     }
 
-    /// The address of a member node, from the current membership.
-    pub fn node_addr(&self, id: u64) -> Option<String> {
-        let m = self
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .clone();
-        m.membership().get_node(&id).map(|n| n.addr.clone())
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn view(&self) -> View {
+        self.consensus.view()
+    }
+
+    pub fn view_changes(&self) -> watch::Receiver<View> {
+        self.consensus.view_changes()
+    }
+
+    pub fn current_leader(&self) -> Option<u64> {
+        self.view().leader
+    }
+
+    pub fn ready_changes(&self) -> watch::Receiver<u64> {
+        self.watches.ready.clone()
+    }
+
+    pub fn applied_changes(&self) -> watch::Receiver<u64> {
+        self.watches.applied.clone()
+    }
+
+    /// The leader's clock (what the proposer stamps entries with).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Store errors of the read path so far.
+    pub fn store_health(&self) -> &StoreHealth {
+        self.replica.health()
+    }
+
+    /// Reads the local replica (no read index: see [`Node::linearize`]).
+    pub async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T, ReadError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Fsm<RocksStore>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.replica.read(what, f).await
+    }
+
+    /// Proposes a command here (this node must lead); the ticker's way in.
+    pub async fn propose(&self, req: Request) -> Result<Outcome, ProposeError> {
+        self.proposer.propose(req).await
     }
 
     /// UNAVAILABLE with `message`, carrying `leader`'s address when known so that the client
     /// can go there.
     pub fn unavailable(&self, message: String, leader: Option<u64>) -> tonic::Status {
         let mut s = tonic::Status::unavailable(message);
-        if let Some(addr) = leader.and_then(|l| self.node_addr(l)) {
+        if let Some(addr) = leader.and_then(|l| self.consensus.addr_of(l)) {
             if let Ok(v) = tonic::metadata::MetadataValue::try_from(addr.as_str()) {
                 s.metadata_mut().insert(raftq_client::LEADER_HEADER, v);
             }
@@ -109,52 +158,12 @@ impl Node {
         s
     }
 
-    pub fn current_leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
-    }
-
-    /// A Raft-service client to a peer (cached per address).
-    fn peer(&self, id: u64) -> Result<RaftClient<AuthChannel>, RouteError> {
-        let addr = self.node_addr(id).ok_or_else(|| RouteError::NoLeader {
-            leader: Some(id),
-            reason: format!("node {id} is not in the membership"),
-        })?;
-        let mut peers = self.peers.lock().map_err(|_| RouteError::NoLeader {
-            leader: Some(id),
-            reason: "peer table lock poisoned".into(),
-        })?;
-        if let Some((a, c)) = peers.get(&id) {
-            if *a == addr {
-                return Ok(c.clone());
-            }
-        }
-        let ch = channel(&addr).map_err(|e| RouteError::NoLeader {
-            leader: Some(id),
-            reason: format!("bad address {addr}: {e}"),
-        })?;
-        let c = RaftClient::with_interceptor(ch, self.auth.clone())
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-        peers.insert(id, (addr, c.clone()));
-        Ok(c)
-    }
-
     /// The leader to route to: this node (None) or another (Some(id)).
     fn route(&self) -> Result<Option<u64>, RouteError> {
+        let view = self.view();
         // A node removed from the cluster (or not added yet) may still believe in an old
         // leadership; it must not serve.
-        let (member, leader) = {
-            let m = self.raft.metrics();
-            let m = m.borrow_watched();
-            (
-                m.membership_config
-                    .membership()
-                    .get_node(&self.id)
-                    .is_some(),
-                m.current_leader,
-            )
-        };
-        if !member {
+        if !view.member {
             return Err(RouteError::NoLeader {
                 leader: None,
                 reason: format!(
@@ -163,7 +172,7 @@ impl Node {
                 ),
             });
         }
-        match leader {
+        match view.leader {
             Some(l) if l == self.id => Ok(None),
             Some(l) => Ok(Some(l)),
             None => Err(RouteError::NoLeader {
@@ -181,30 +190,11 @@ impl Node {
         }
     }
 
-    async fn forward(&self, leader: u64, f: Forwarded) -> Result<Outcome, RouteError> {
-        let mut client = self.peer(leader)?;
-        let data = postcard::to_allocvec(&f).map_err(|e| RouteError::NoLeader {
-            leader: Some(leader),
-            reason: format!("encoding: {e}"),
-        })?;
-        let unreachable = |reason: String| RouteError::NoLeader {
-            leader: Some(leader),
-            reason,
-        };
-        let reply = client
-            .forward(pb::RaftBytes { data })
-            .await
-            .map_err(|s| unreachable(format!("leader {leader}: {}", s.message())))?;
-        let r: Result<Outcome, RouteError> = postcard::from_bytes(&reply.into_inner().data)
-            .map_err(|e| unreachable(format!("leader {leader} reply: {e}")))?;
-        r
-    }
-
     /// Applies a command through the leader, wherever it is.
     pub async fn submit(&self, req: Request) -> Result<Outcome, RouteError> {
         match self.route()? {
             None => Ok(self.proposer.propose(req).await?),
-            Some(l) => self.forward(l, Forwarded::Propose(req)).await,
+            Some(l) => self.consensus.forward(l, Forwarded::Propose(req)).await,
         }
     }
 
@@ -213,7 +203,11 @@ impl Node {
         let wait_ms = wait_ms.min(MAX_RESERVE_WAIT_MS);
         match self.route()? {
             None => self.reserve_here(req, wait_ms).await,
-            Some(l) => self.forward(l, Forwarded::Reserve { req, wait_ms }).await,
+            Some(l) => {
+                self.consensus
+                    .forward(l, Forwarded::Reserve { req, wait_ms })
+                    .await
+            }
         }
     }
 
@@ -223,13 +217,13 @@ impl Node {
     /// same reservation if one succeeded) instead of reserving twice.
     async fn reserve_here(&self, req: Request, wait_ms: u64) -> Result<Outcome, RouteError> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-        let mut ready_rx = self.ready_rx.clone();
+        let mut ready_rx = self.ready_changes();
         let mut attempt: u32 = 0;
         loop {
             let _ = *ready_rx.borrow_and_update();
             let id = req.id.map(|id| attempt_id(id, attempt));
             let stored = match id {
-                Some(id) => self.stored_outcome(id),
+                Some(id) => self.stored_outcome(id).await,
                 None => None,
             };
             let replayed = stored.is_some();
@@ -265,9 +259,14 @@ impl Node {
         }
     }
 
-    fn stored_outcome(&self, id: RequestId) -> Option<Outcome> {
-        let fsm = self.fsm.lock().ok()?;
-        fsm.stored_outcome(id).ok().flatten()
+    /// The stored outcome of request `id`, if it was applied. A read error is recorded (see
+    /// [`Replica`]) and counts as none: proposing again is safe, the state machine answers a
+    /// known request id with its stored outcome.
+    async fn stored_outcome(&self, id: RequestId) -> Option<Outcome> {
+        self.read("stored outcome", move |f| f.stored_outcome(id))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Waits until this replica may serve a linearizable read: the leader confirms its
@@ -275,50 +274,14 @@ impl Node {
     pub async fn linearize(&self) -> Result<(), RouteError> {
         let index = match self.route()? {
             None => self.read_index_here().await?,
-            Some(l) => {
-                let mut client = self.peer(l)?;
-                let reply = client
-                    .read_index(pb::RaftBytes { data: Vec::new() })
-                    .await
-                    .map_err(|s| RouteError::NoLeader {
-                        leader: Some(l),
-                        reason: format!("leader {l}: {}", s.message()),
-                    })?;
-                let r: Result<u64, RouteError> = postcard::from_bytes(&reply.into_inner().data)
-                    .map_err(|e| RouteError::NoLeader {
-                        leader: Some(l),
-                        reason: format!("read index reply: {e}"),
-                    })?;
-                r?
-            }
+            Some(l) => self.consensus.remote_read_index(l).await?,
         };
-        self.raft
-            .wait(Some(Duration::from_secs(10)))
-            .applied_index_at_least(Some(index), "read index")
-            .await
-            .map_err(|e| RouteError::NoLeader {
-                leader: self.current_leader(),
-                reason: format!("waiting to apply the read index: {e}"),
-            })?;
-        Ok(())
+        self.consensus.wait_applied(index).await
     }
 
     /// The leader's side of a read index.
     pub async fn read_index_here(&self) -> Result<u64, RouteError> {
-        let r = self
-            .raft
-            .ensure_linearizable(ReadPolicy::ReadIndex)
-            .await
-            .map_err(|e| match e.forward_to_leader() {
-                Some(f) => RouteError::Propose(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                }),
-                None => RouteError::NoLeader {
-                    leader: None,
-                    reason: e.to_string(),
-                },
-            })?;
-        Ok(r.index())
+        self.consensus.read_index().await
     }
 }
 
