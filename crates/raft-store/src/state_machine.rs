@@ -339,7 +339,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(
             last_log_id = ?meta.last_log_id,
             bytes = snapshot.len(),
-            "installed snapshot"
+            "installed snapshot from the leader"
         );
         Ok(())
     }
