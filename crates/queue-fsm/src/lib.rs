@@ -13,7 +13,9 @@
 //! - [`store`]: the storage trait, in-memory and RocksDB stores, and the write overlay.
 //! - `keys`: byte layouts of index keys.
 //! - [`fsm`]: open, apply an entry as one atomic batch, idempotent replay, `next_deadline`.
-//! - `ctx`: the transitions; `write_job` is the one place a job and its indexes change.
+//! - `ctx`: the transitions, a module per command family (add, reserve, reports, by key,
+//!   timers) plus dependencies, environments and storage helpers; `ctx::write` holds
+//!   `write_job`, the one place a job and its indexes change.
 //! - [`learn`]: resource learning and scheduler groups.
 //! - [`query`]: read-only queries.
 //! - [`snapshot`]: export/import in chunks, state digest.
