@@ -2,7 +2,7 @@
 //! Validation runs before any write, so an invalid command changes nothing.
 
 use crate::command::CommandError;
-use crate::job::{Action, Dependency, JobSpec};
+use crate::job::{Action, Dependency, JobSpec, Requirements};
 
 /// Jobs in one Add.
 pub const MAX_JOBS_PER_ADD: usize = 100_000;
@@ -124,8 +124,19 @@ pub(crate) fn parse_limit_grp(s: &str) -> Result<(&str, Option<i64>), String> {
     }
 }
 
-/// Validates a job spec; the error names the field.
+/// Validates a job spec; the error names the field. Checks run in a fixed order, so the
+/// first problem of a spec is always the one reported.
 pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
+    validate_essence(spec)?;
+    validate_requirements(&spec.requirements)?;
+    validate_deps(spec)?;
+    validate_behaviours(spec)?;
+    env_ok("env_override", &spec.env_override)?;
+    validate_limit_grps(spec)
+}
+
+/// Command, cwd, mounts and the rep and req group names.
+fn validate_essence(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.cmd.trim().is_empty() {
         return Err(("cmd".into(), "must not be empty".into()));
     }
@@ -136,8 +147,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     }
     text_ok("mounts", &spec.mounts, MAX_MOUNTS_BYTES)?;
     name_ok("rep_grp", &spec.rep_grp, true)?;
-    name_ok("req_grp", &spec.req_grp, true)?;
-    let r = &spec.requirements;
+    name_ok("req_grp", &spec.req_grp, true)
+}
+
+fn validate_requirements(r: &Requirements) -> Result<(), (String, String)> {
     for (field, v, max) in [
         ("requirements.ram_mb", r.ram_mb, MAX_RAM_MB),
         ("requirements.time_s", r.time_s, MAX_TIME_S),
@@ -161,6 +174,11 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
         name_ok("requirements.other key", k, false)?;
         text_ok("requirements.other value", v, MAX_NAME_BYTES)?;
     }
+    Ok(())
+}
+
+/// Dep groups the job belongs to, and the dependencies it waits on.
+fn validate_deps(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.dep_grps.len() > MAX_DEP_GRPS_PER_JOB {
         return Err((
             "dep_grps".into(),
@@ -184,6 +202,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
             name_ok(&format!("deps[{i}]"), g, false)?;
         }
     }
+    Ok(())
+}
+
+fn validate_behaviours(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.behaviours.len() > MAX_BEHAVIOURS_PER_JOB {
         return Err((
             "behaviours".into(),
@@ -201,7 +223,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
             text_ok(&format!("behaviours[{i}].run"), c, MAX_CMD_BYTES)?;
         }
     }
-    env_ok("env_override", &spec.env_override)?;
+    Ok(())
+}
+
+fn validate_limit_grps(spec: &JobSpec) -> Result<(), (String, String)> {
     if spec.limit_grps.len() > MAX_LIMIT_GRPS_PER_JOB {
         return Err((
             "limit_grps".into(),

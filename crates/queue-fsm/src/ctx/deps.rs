@@ -169,8 +169,29 @@ impl Ctx<'_> {
         if !any {
             return Ok(());
         }
-        // Depth-first over "target -> member job -> its dependency targets".
-        let mut parent: BTreeMap<Vec<u8>, Option<(Vec<u8>, String)>> = BTreeMap::new();
+        match self.search_cycle(key, &own, first)? {
+            Some(mut path) => {
+                // The path runs back from the closing edge: name the new job at both ends.
+                path.push(name.clone());
+                path.reverse();
+                path.push(name);
+                Err(CommandError::Cycle { index, cycle: path }.into())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Depth-first over "target -> member job -> its dependency targets", from the new job's
+    /// first targets; a path that reaches one of `own` (the new job's targets) is a cycle,
+    /// returned as names from the new job back to itself.
+    fn search_cycle(
+        &self,
+        key: &JobKey,
+        own: &BTreeSet<Vec<u8>>,
+        first: Vec<Vec<u8>>,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        // target -> (the target it was reached from, the member job it was reached through).
+        let mut parent: Parents = BTreeMap::new();
         let mut stack: Vec<Vec<u8>> = Vec::new();
         for t in first {
             if parent.insert(t.clone(), None).is_none() {
@@ -178,13 +199,7 @@ impl Ctx<'_> {
             }
         }
         while let Some(t) = stack.pop() {
-            let members: Vec<JobKey> = if t[0] == b'g' {
-                let g = String::from_utf8_lossy(&t[1..t.len() - 1]).into_owned();
-                self.group_members(&g)?
-            } else {
-                vec![keys::decode_job_key(&t[1..])?]
-            };
-            for m in members {
+            for m in self.members_of_target(&t)? {
                 if m == *key {
                     continue;
                 }
@@ -195,23 +210,7 @@ impl Ctx<'_> {
                 for d in &mj.spec.deps {
                     let t2 = target_of(d);
                     if own.contains(&t2) {
-                        // Rebuild the path from the new job to here.
-                        let mut path = vec![describe_target(&t2), mname.clone()];
-                        let mut cur = t.clone();
-                        loop {
-                            path.push(describe_target(&cur));
-                            match parent.get(&cur).cloned().flatten() {
-                                Some((prev, via)) => {
-                                    path.push(via);
-                                    cur = prev;
-                                }
-                                None => break,
-                            }
-                        }
-                        path.push(name.clone());
-                        path.reverse();
-                        path.push(name);
-                        return Err(CommandError::Cycle { index, cycle: path }.into());
+                        return Ok(Some(cycle_path(&parent, &t, &t2, mname)));
                     }
                     if !parent.contains_key(&t2) {
                         parent.insert(t2.clone(), Some((t.clone(), mname.clone())));
@@ -220,6 +219,39 @@ impl Ctx<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
+
+    /// The jobs a target stands for: a dep group's members, or the one job of a job key.
+    fn members_of_target(&self, t: &[u8]) -> Result<Vec<JobKey>, StoreError> {
+        if t[0] == b'g' {
+            let g = String::from_utf8_lossy(&t[1..t.len() - 1]).into_owned();
+            self.group_members(&g)
+        } else {
+            Ok(vec![keys::decode_job_key(&t[1..])?])
+        }
+    }
+}
+
+/// How the cycle search reached each target: (previous target, member job name), or `None`
+/// for the new job's own dependencies.
+type Parents = BTreeMap<Vec<u8>, Option<(Vec<u8>, String)>>;
+
+/// The cycle found at `t2` (one of the new job's targets), reached from target `t` through
+/// member `mname`: the names along the path, from the closing edge back to the new job's
+/// first dependency.
+fn cycle_path(parent: &Parents, t: &[u8], t2: &[u8], mname: String) -> Vec<String> {
+    let mut path = vec![describe_target(t2), mname];
+    let mut cur = t.to_vec();
+    loop {
+        path.push(describe_target(&cur));
+        match parent.get(&cur).cloned().flatten() {
+            Some((prev, via)) => {
+                path.push(via);
+                cur = prev;
+            }
+            None => break,
+        }
+    }
+    path
 }

@@ -81,6 +81,28 @@ impl Ctx<'_> {
         old: Option<&Job>,
         new: Option<&Job>,
     ) -> Result<(), StoreError> {
+        self.write_entries(old, new);
+        match new {
+            Some(j) => self.tx.put(Space::Jobs, keys::job(&j.key), encode(j)),
+            None => {
+                if let Some(o) = old {
+                    self.tx.delete(Space::Jobs, keys::job(&o.key));
+                }
+            }
+        }
+        // Aggregates, as deltas: old leaves, new arrives.
+        let mut targets: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for (job, sign) in [(old, -1i64), (new, 1i64)] {
+            if let Some(j) = job {
+                self.count_job(j, sign, &mut targets)?;
+            }
+        }
+        self.propagate_targets(targets)
+    }
+
+    /// Writes the index entries of `new` that `old` lacks and deletes those only `old` has,
+    /// lowering the scan hints to cover new timer and ready entries.
+    fn write_entries(&mut self, old: Option<&Job>, new: Option<&Job>) {
         let old_e = old.map(entries_of).unwrap_or_default();
         let new_e = new.map(entries_of).unwrap_or_default();
         for e in &old_e {
@@ -108,48 +130,53 @@ impl Ctx<'_> {
                 self.tx.put(e.0, e.1.clone(), e.2.clone());
             }
         }
-        match new {
-            Some(j) => self.tx.put(Space::Jobs, keys::job(&j.key), encode(j)),
-            None => {
-                if let Some(o) = old {
-                    self.tx.delete(Space::Jobs, keys::job(&o.key));
-                }
+    }
+
+    /// Adds (`sign` = 1) or removes (-1) one job's share of the counters: per rep group and
+    /// state, ready per scheduler group, limit slots, environment references; and collects
+    /// its share of the dependency targets in `targets`.
+    fn count_job(
+        &mut self,
+        j: &Job,
+        sign: i64,
+        targets: &mut BTreeMap<Vec<u8>, i64>,
+    ) -> Result<(), StoreError> {
+        self.bump(
+            Space::Counts,
+            keys::counts(&j.spec.rep_grp, j.state.name()),
+            sign,
+        )?;
+        if j.state == JobState::Ready {
+            self.bump(Space::SchedReady, j.sched_group.as_bytes().to_vec(), sign)?;
+        }
+        if j.state.holds_slot() {
+            let names: BTreeSet<&str> = j.spec.limit_names().collect();
+            for name in names {
+                let mut l = self
+                    .limit_state(name)?
+                    .unwrap_or(LimitState { limit: -1, held: 0 });
+                l.held = (l.held as i64 + sign).max(0) as u64;
+                self.put_limit(name, &l);
             }
         }
-        // Aggregates, as deltas: old leaves, new arrives.
-        let mut targets: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-        for (job, sign) in [(old, -1i64), (new, 1i64)] {
-            let Some(j) = job else { continue };
-            self.bump(
-                Space::Counts,
-                keys::counts(&j.spec.rep_grp, j.state.name()),
-                sign,
-            )?;
-            if j.state == JobState::Ready {
-                self.bump(Space::SchedReady, j.sched_group.as_bytes().to_vec(), sign)?;
-            }
-            if j.state.holds_slot() {
-                let names: BTreeSet<&str> = j.spec.limit_names().collect();
-                for name in names {
-                    let mut l = self
-                        .limit_state(name)?
-                        .unwrap_or(LimitState { limit: -1, held: 0 });
-                    l.held = (l.held as i64 + sign).max(0) as u64;
-                    self.put_limit(name, &l);
-                }
-            }
-            if let Some(h) = &j.env_hash {
-                let (_, n) = self.bump(Space::Env, env_refs_key(h), sign)?;
-                if n == 0 {
-                    self.env_unreferenced.insert(*h);
-                }
-            }
-            if contributes(j) {
-                for t in targets_of(&j.key, &j.spec) {
-                    *targets.entry(t).or_default() += sign;
-                }
+        if let Some(h) = &j.env_hash {
+            let (_, n) = self.bump(Space::Env, env_refs_key(h), sign)?;
+            if n == 0 {
+                self.env_unreferenced.insert(*h);
             }
         }
+        if contributes(j) {
+            for t in targets_of(&j.key, &j.spec) {
+                *targets.entry(t).or_default() += sign;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the net change of each dependency target: a dep group's incomplete count
+    /// moves, and where a target turns satisfied or unsatisfied its dependants are queued
+    /// for `settle`.
+    fn propagate_targets(&mut self, targets: BTreeMap<Vec<u8>, i64>) -> Result<(), StoreError> {
         for (t, delta) in targets {
             if delta == 0 {
                 continue;
