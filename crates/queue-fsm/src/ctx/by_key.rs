@@ -2,11 +2,12 @@
 
 use super::deps::{normalize, targets_of};
 use super::{Ctx, Res};
-use crate::command::{JobChange, Response, Skip};
+use crate::command::{JobChange, KeyAction, Response, Skip};
 use crate::ids::JobKey;
-use crate::job::{fail_reason, Job, JobSpec, JobState, StateName};
+use crate::job::{Job, JobSpec, JobState, StateName};
 use crate::limits::{self, invalid};
 use crate::store::Space;
+use crate::verdict::FailReason;
 use std::collections::BTreeMap;
 
 impl Ctx<'_> {
@@ -17,7 +18,7 @@ impl Ctx<'_> {
             let Some(old) = self.get_job(&key)? else {
                 continue;
             };
-            if old.state != JobState::Buried {
+            if !KeyAction::Kick.accepts(old.state.name()) {
                 continue;
             }
             let mut job = old.clone();
@@ -36,12 +37,15 @@ impl Ctx<'_> {
             let Some(old) = self.get_job(&key)? else {
                 continue;
             };
+            if !KeyAction::Kill.accepts(old.state.name()) {
+                continue;
+            }
             let mut job = old.clone();
             match &mut job.state {
                 JobState::Reserved(r) | JobState::Running(r) => r.kill_requested = true,
                 JobState::Lost { .. } => {
                     job.state = JobState::Buried;
-                    job.run.fail_reason = fail_reason::KILLED.into();
+                    job.run.fail_reason = FailReason::Killed.as_str().into();
                 }
                 _ => continue,
             }
@@ -53,9 +57,9 @@ impl Ctx<'_> {
 
     pub(super) fn deletable(job: &Job) -> Option<Skip> {
         match job.state.name() {
-            s @ (StateName::Reserved | StateName::Running | StateName::Lost) => Some(Skip::Held(s)),
+            s if KeyAction::Delete.accepts(s) => None,
             StateName::Complete => Some(Skip::Complete),
-            _ => None,
+            s => Some(Skip::Held(s)),
         }
     }
 

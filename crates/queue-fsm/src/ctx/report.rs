@@ -5,10 +5,11 @@ use super::{Ctx, Res};
 use crate::command::{CommandError, Response};
 use crate::fsm::encode;
 use crate::ids::{FenceToken, JobKey};
-use crate::job::{fail_reason, Job, JobState, Override, Reservation, RunInfo, RunReport};
+use crate::job::{Job, JobState, Override, Reservation, RunInfo, RunReport};
 use crate::learn;
 use crate::limits::{self, invalid};
 use crate::store::{Space, StoreError};
+use crate::verdict::FailReason;
 
 impl Ctx<'_> {
     pub(super) fn started(
@@ -140,18 +141,22 @@ impl Ctx<'_> {
         reason: &str,
     ) -> Result<(), StoreError> {
         job.run.fail_reason = reason.to_string();
-        if reason == fail_reason::RAM {
-            job.spec.requirements.ram_mb =
-                learn::more_ram(job.effective.ram_mb.max(job.spec.requirements.ram_mb));
-            if job.spec.override_mode == Override::Learned {
-                job.spec.override_mode = Override::LearnedIfHigher;
+        match FailReason::parse(reason) {
+            Some(FailReason::Ram) => {
+                job.spec.requirements.ram_mb =
+                    learn::more_ram(job.effective.ram_mb.max(job.spec.requirements.ram_mb));
+                if job.spec.override_mode == Override::Learned {
+                    job.spec.override_mode = Override::LearnedIfHigher;
+                }
             }
-        } else if reason == fail_reason::TIME {
-            job.spec.requirements.time_s =
-                learn::more_time(job.effective.time_s.max(job.spec.requirements.time_s));
-            if job.spec.override_mode == Override::Learned {
-                job.spec.override_mode = Override::LearnedIfHigher;
+            Some(FailReason::Time) => {
+                job.spec.requirements.time_s =
+                    learn::more_time(job.effective.time_s.max(job.spec.requirements.time_s));
+                if job.spec.override_mode == Override::Learned {
+                    job.spec.override_mode = Override::LearnedIfHigher;
+                }
             }
+            _ => {}
         }
         if ran {
             job.until_buried = job.until_buried.saturating_sub(1);

@@ -2,10 +2,11 @@
 
 use super::{Ctx, Res};
 use crate::command::Response;
-use crate::job::{fail_reason, JobState};
+use crate::job::JobState;
 use crate::keys;
 use crate::limits;
 use crate::store::Space;
+use crate::verdict::FailReason;
 
 impl Ctx<'_> {
     pub(super) fn tick(&mut self) -> Res<Response> {
@@ -40,11 +41,11 @@ impl Ctx<'_> {
                         started,
                         return_ms: now.saturating_add(self.meta.config.lost_return_delay_ms),
                     };
-                    job.run.fail_reason = fail_reason::LOST.into();
+                    job.run.fail_reason = FailReason::Lost.as_str().into();
                     expired += 1;
                 }
                 JobState::Lost { started, .. } => {
-                    self.fail_back(&mut job, started, fail_reason::LOST)?;
+                    self.fail_back(&mut job, started, FailReason::Lost.as_str())?;
                     // The runner is presumed dead: no delay beyond the wait already spent.
                     if let JobState::Delayed { .. } = job.state {
                         self.requeue(&mut job, 0)?;
