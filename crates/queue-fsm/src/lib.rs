@@ -10,7 +10,8 @@
 //! - [`job`]: the job model; `JobState` carries each state's data.
 //! - [`command`]: commands, responses, refusals; which states each key action takes.
 //! - [`limits`]: every bound, named, and input validation.
-//! - [`store`]: the storage trait, in-memory and RocksDB stores, and the write overlay.
+//! - [`store`]: the storage trait, in-memory and RocksDB stores (the latter with the
+//!   `rocksdb` feature, which raft-store and node turn on), and the write overlay.
 //! - `keys`: byte layouts of index keys.
 //! - [`fsm`]: open, apply an entry as one atomic batch, idempotent replay, `next_deadline`.
 //! - `ctx`: the transitions, a module per command family (add, reserve, reports, by key,
@@ -79,7 +80,9 @@ pub use job::{
 };
 pub use learn::{SchedGroup, SchedGroupError};
 pub use query::{Listed, Match};
-pub use store::{MemStore, RocksOptions, RocksStore, Space, Store, StoreError, StoreRead};
+pub use store::{MemStore, Space, Store, StoreError, StoreRead};
+#[cfg(feature = "rocksdb")]
+pub use store::{RocksOptions, RocksStore};
 pub use verdict::{verdict, FailReason, RunEnd, Verdict};
 
 #[cfg(test)]
