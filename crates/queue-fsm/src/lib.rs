@@ -72,7 +72,7 @@ pub use command::{
     Response, Skip,
 };
 pub use ctx::{decode_env, LimitState};
-pub use fsm::{Applied, Effects, Fsm, FsmConfig, Meta};
+pub use fsm::{Applied, ConfigError, Effects, Fsm, FsmConfig, Meta};
 pub use ids::{FenceToken, JobKey, RequestId, RunnerId};
 pub use job::{
     fail_reason, Action, Behaviour, Dependency, Job, JobSpec, JobState, Override, Requirements,

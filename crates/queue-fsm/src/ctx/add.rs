@@ -7,7 +7,7 @@ use super::{Ctx, LimitState, Res};
 use crate::command::{AddJobs, CommandError, Response};
 use crate::ids::JobKey;
 use crate::job::{Job, JobSpec, JobState, RunInfo};
-use crate::limits::{self, invalid};
+use crate::limits::{self, FieldError};
 use crate::store::StoreError;
 
 impl Ctx<'_> {
@@ -51,12 +51,14 @@ impl Ctx<'_> {
     /// Checks the whole batch before anything is written, so an invalid Add changes nothing.
     fn validate_add(a: &AddJobs) -> Result<(), CommandError> {
         limits::check_count("jobs", a.jobs.len(), limits::MAX_JOBS_PER_ADD)?;
-        limits::env_ok("env", &a.env).map_err(|(f, r)| invalid(f, r))?;
+        limits::env_ok("env", &a.env).map_err(FieldError::into_invalid)?;
         for (index, spec) in a.jobs.iter().enumerate() {
-            limits::validate_spec(spec).map_err(|(field, reason)| CommandError::InvalidJob {
-                index,
-                field,
-                reason,
+            limits::validate_spec(spec).map_err(|FieldError { field, reason }| {
+                CommandError::InvalidJob {
+                    index,
+                    field,
+                    reason,
+                }
             })?;
             let merged = merge_env(&a.env, &spec.env_override);
             if merged.iter().map(|e| e.len() + 1).sum::<usize>() > limits::MAX_ENV_BYTES {

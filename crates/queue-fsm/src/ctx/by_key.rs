@@ -135,7 +135,8 @@ impl Ctx<'_> {
             }
             let mut spec = old.spec.clone();
             apply_change(&mut spec, &change);
-            limits::validate_spec(&spec).map_err(|(f, r)| invalid(format!("change.{f}"), r))?;
+            limits::validate_spec(&spec)
+                .map_err(|e| invalid(format!("change.{}", e.field), e.reason))?;
             normalize(&mut spec);
             let new_key = spec.key();
             if new_key != key && self.get_job(&new_key)?.is_some() {

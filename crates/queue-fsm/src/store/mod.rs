@@ -113,6 +113,9 @@ pub enum StoreError {
     Io(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The state machine was opened with settings out of range (a setup error, not damage).
+    #[error("invalid state machine config: {0}")]
+    InvalidConfig(#[from] crate::fsm::ConfigError),
 }
 
 pub type Kv = (Vec<u8>, Vec<u8>);
