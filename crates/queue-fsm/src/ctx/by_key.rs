@@ -6,49 +6,52 @@ use crate::command::{JobChange, KeyAction, Response, Skip};
 use crate::ids::JobKey;
 use crate::job::{Job, JobSpec, JobState, StateName};
 use crate::limits::{self, invalid};
-use crate::store::Space;
+use crate::store::{Space, StoreError};
 use crate::verdict::FailReason;
 use std::collections::BTreeMap;
 
 impl Ctx<'_> {
     pub(super) fn kick(&mut self, keys: Vec<JobKey>) -> Res<Response> {
-        limits::check_count("keys", keys.len(), limits::MAX_KEYS_PER_REQUEST)?;
-        let mut n = 0;
-        for key in keys {
-            let Some(old) = self.get_job(&key)? else {
-                continue;
-            };
-            if !KeyAction::Kick.accepts(old.state.name()) {
-                continue;
-            }
-            let mut job = old.clone();
+        self.each_taken(keys, KeyAction::Kick, |ctx, job| {
             job.until_buried = job.spec.retries.saturating_add(1);
-            self.requeue(&mut job, 0)?;
-            self.save(&old, &job)?;
-            n += 1;
-        }
-        Ok(Response::Count(n))
+            ctx.requeue(job, 0)
+        })
     }
 
     pub(super) fn kill(&mut self, keys: Vec<JobKey>) -> Res<Response> {
-        limits::check_count("keys", keys.len(), limits::MAX_KEYS_PER_REQUEST)?;
-        let mut n = 0;
-        for key in keys {
-            let Some(old) = self.get_job(&key)? else {
-                continue;
-            };
-            if !KeyAction::Kill.accepts(old.state.name()) {
-                continue;
-            }
-            let mut job = old.clone();
+        self.each_taken(keys, KeyAction::Kill, |_, job| {
             match &mut job.state {
                 JobState::Reserved(r) | JobState::Running(r) => r.kill_requested = true,
                 JobState::Lost { .. } => {
                     job.state = JobState::Buried;
                     job.run.fail_reason = FailReason::Killed.as_str().into();
                 }
-                _ => continue,
+                // `KeyAction::Kill` takes no other state.
+                _ => {}
             }
+            Ok(())
+        })
+    }
+
+    /// Changes, with `change`, each job of `keys` that `action` takes (the others are
+    /// skipped, unknown keys too); answers how many it changed.
+    fn each_taken(
+        &mut self,
+        keys: Vec<JobKey>,
+        action: KeyAction,
+        change: impl Fn(&mut Self, &mut Job) -> Result<(), StoreError>,
+    ) -> Res<Response> {
+        limits::check_count("keys", keys.len(), limits::MAX_KEYS_PER_REQUEST)?;
+        let mut n = 0;
+        for key in keys {
+            let Some(old) = self.get_job(&key)? else {
+                continue;
+            };
+            if !action.accepts(old.state.name()) {
+                continue;
+            }
+            let mut job = old.clone();
+            change(self, &mut job)?;
             self.save(&old, &job)?;
             n += 1;
         }
