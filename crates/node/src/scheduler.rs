@@ -60,15 +60,18 @@ pub struct Needs {
     pub cores_milli: u64,
 }
 
-/// Parses the requirements out of a scheduler group name (`ram:time_min:cores_milli:disk...`).
+/// What a runner of a scheduler group needs, read from the group
+/// ([`queue_fsm::SchedGroup`]); a name that is not a group counts as no RAM and one core.
 pub fn needs_of(group: &str) -> Needs {
-    let mut parts = group.split(['~', ':']);
-    let ram_mb = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let _time = parts.next();
-    let cores_milli = parts.next().and_then(|p| p.parse().ok()).unwrap_or(1000);
-    Needs {
-        ram_mb,
-        cores_milli: cores_milli.max(1),
+    match queue_fsm::SchedGroup::parse(group) {
+        Ok(g) => Needs {
+            ram_mb: g.ram_mb,
+            cores_milli: u64::from(g.cores_milli).max(1),
+        },
+        Err(_) => Needs {
+            ram_mb: 0,
+            cores_milli: 1000,
+        },
     }
 }
 

@@ -8,6 +8,39 @@ use crate::job::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The actions a user takes on jobs by key, by the queue's names (the CLI calls Kick "retry"
+/// and Delete "remove").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyAction {
+    /// Put a buried job back in the queue.
+    Kick,
+    /// Stop a reserved or running job (its runner learns at its next touch); bury a lost one.
+    Kill,
+    /// Take a job that waits in the queue out of it.
+    Delete,
+}
+
+impl KeyAction {
+    /// The states of the jobs the action takes; a job in any other state is skipped.
+    pub fn states(self) -> &'static [StateName] {
+        match self {
+            KeyAction::Kick => &[StateName::Buried],
+            KeyAction::Kill => &[StateName::Reserved, StateName::Running, StateName::Lost],
+            KeyAction::Delete => &[
+                StateName::Dependent,
+                StateName::Delayed,
+                StateName::Ready,
+                StateName::Buried,
+            ],
+        }
+    }
+
+    /// Whether the action takes a job in state `s`.
+    pub fn accepts(self, s: StateName) -> bool {
+        self.states().contains(&s)
+    }
+}
+
 /// A command with the id that makes it idempotent (None for timer commands and tests).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Request {

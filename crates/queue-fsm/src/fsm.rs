@@ -43,19 +43,32 @@ impl Default for FsmConfig {
     }
 }
 
+/// A setting of [`FsmConfig`] out of its range; the message names the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("max_release_delay_ms must be >= release_delay_ms")]
+    MaxReleaseDelayBelowReleaseDelay,
+    #[error("request_ttl_ms must be at least 60000 (clients retry for a while)")]
+    RequestTtlTooShort,
+    #[error("max_requests must be at least 1000")]
+    MaxRequestsTooFew,
+    #[error("learn_window must be 1 to 10000")]
+    LearnWindowOutOfRange,
+}
+
 impl FsmConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_release_delay_ms < self.release_delay_ms {
-            return Err("max_release_delay_ms must be >= release_delay_ms".into());
+            return Err(ConfigError::MaxReleaseDelayBelowReleaseDelay);
         }
         if self.request_ttl_ms < 60_000 {
-            return Err("request_ttl_ms must be at least 60000 (clients retry for a while)".into());
+            return Err(ConfigError::RequestTtlTooShort);
         }
         if self.max_requests < 1000 {
-            return Err("max_requests must be at least 1000".into());
+            return Err(ConfigError::MaxRequestsTooFew);
         }
         if self.learn_window == 0 || self.learn_window > 10_000 {
-            return Err("learn_window must be 1 to 10000".into());
+            return Err(ConfigError::LearnWindowOutOfRange);
         }
         Ok(())
     }
@@ -133,7 +146,7 @@ impl<S: Store> Fsm<S> {
     /// Opens the state machine over `store`; a new store is initialised with `config`, an
     /// existing one keeps the config it was created with.
     pub fn open(store: S, config: FsmConfig) -> Result<Fsm<S>, StoreError> {
-        config.validate().map_err(StoreError::Corrupt)?;
+        config.validate()?;
         let meta = match store.get(Space::Meta, keys::META_STATE)? {
             Some(b) => {
                 let m: Meta = decode("meta", &b)?;

@@ -24,6 +24,13 @@ impl JobKey {
         JobKey(out)
     }
 
+    /// The key of the job a dependency names by its essence (wr's `cmd_deps`: a command, a
+    /// cwd, mounts): a given cwd is part of the essence, as if the job had `cwd_matters`; an
+    /// empty one is not. Equal to [`crate::JobSpec::key`] of that job.
+    pub fn of_essence(cmd: &str, cwd: &str, mounts: &str) -> JobKey {
+        JobKey::of(cmd, cwd, !cwd.is_empty(), mounts)
+    }
+
     /// Parses the 32-hex-digit form.
     pub fn parse(s: &str) -> Option<JobKey> {
         if s.len() != 32 {
@@ -101,5 +108,19 @@ mod tests {
         assert_eq!(JobKey::parse(&s), Some(k));
         assert_eq!(JobKey::parse("zz"), None);
         assert_eq!(JobKey::parse(&"g".repeat(32)), None);
+    }
+
+    #[test]
+    fn essence_key_is_the_key_of_the_job_it_names() {
+        let mut spec = crate::JobSpec::new("sort x");
+        spec.cwd = "/data".into();
+        spec.cwd_matters = true;
+        spec.mounts = "m1".into();
+        assert_eq!(JobKey::of_essence("sort x", "/data", "m1"), spec.key());
+        // Without a cwd the essence names the job that runs anywhere.
+        let mut anywhere = crate::JobSpec::new("sort x");
+        anywhere.cwd = "/somewhere".into();
+        assert_eq!(JobKey::of_essence("sort x", "", ""), anywhere.key());
+        assert_ne!(JobKey::of_essence("sort x", "/data", ""), anywhere.key());
     }
 }

@@ -23,10 +23,33 @@ fn err(msg: String) -> StoreError {
     StoreError::Corrupt(format!("invariant broken: {msg}"))
 }
 
+/// What the job table says every index and aggregate must hold.
+#[derive(Default)]
+struct Expected {
+    entries: BTreeSet<(Space, Vec<u8>, Vec<u8>)>,
+    counts: BTreeMap<Vec<u8>, u64>,
+    sched: BTreeMap<Vec<u8>, u64>,
+    group_incomplete: BTreeMap<Vec<u8>, u64>,
+    held: BTreeMap<String, u64>,
+    env_refs: BTreeMap<[u8; 32], u64>,
+}
+
 impl<S: Store> Fsm<S> {
     /// Verifies that every index agrees with the job table, each held job has one live fence,
     /// waiting counts match the dependency graph, and the counters are consistent.
     pub fn check_invariants(&self) -> Result<(), StoreError> {
+        let jobs = self.checked_jobs()?;
+        let mut want = self.expected_from(&jobs)?;
+        check_waiting(&jobs, &want.group_incomplete)?;
+        self.check_entries(&want.entries)?;
+        self.check_counters(&want)?;
+        self.check_limits(std::mem::take(&mut want.held))?;
+        self.check_env(&want.env_refs)?;
+        self.check_requests()
+    }
+
+    /// The job table, each job checked to be stored under the key its essence hashes to.
+    fn checked_jobs(&self) -> Result<BTreeMap<JobKey, Job>, StoreError> {
         let mut jobs: BTreeMap<JobKey, Job> = BTreeMap::new();
         for r in self.store.scan(Space::Jobs, b"", b"") {
             let (k, v) = r?;
@@ -46,22 +69,24 @@ impl<S: Store> Fsm<S> {
             }
             jobs.insert(key, job);
         }
+        Ok(jobs)
+    }
 
-        let mut expected: BTreeSet<(Space, Vec<u8>, Vec<u8>)> = BTreeSet::new();
-        let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut sched: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut group_incomplete: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-        let mut held: BTreeMap<String, u64> = BTreeMap::new();
-        let mut env_refs: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+    /// Recomputes indexes and aggregates from the jobs; checks on the way that ready
+    /// sequence numbers and fences are unique and were issued.
+    fn expected_from(&self, jobs: &BTreeMap<JobKey, Job>) -> Result<Expected, StoreError> {
+        let mut want = Expected::default();
         let mut fences = BTreeSet::new();
         let mut seqs = BTreeSet::new();
         for job in jobs.values() {
-            expected.extend(entries_of_job(job));
-            *counts
+            want.entries.extend(entries_of_job(job));
+            *want
+                .counts
                 .entry(keys::counts(&job.spec.rep_grp, job.state.name()))
                 .or_default() += 1;
             if job.state == JobState::Ready {
-                *sched
+                *want
+                    .sched
                     .entry(job.sched_group.as_bytes().to_vec())
                     .or_default() += 1;
                 if !seqs.insert(job.seq) || job.seq >= self.meta.next_seq {
@@ -80,50 +105,31 @@ impl<S: Store> Fsm<S> {
                 }
                 let names: BTreeSet<&str> = job.spec.limit_names().collect();
                 for n in names {
-                    *held.entry(n.to_string()).or_default() += 1;
+                    *want.held.entry(n.to_string()).or_default() += 1;
                 }
             }
             if let Some(h) = job.env_hash {
-                *env_refs.entry(h).or_default() += 1;
+                *want.env_refs.entry(h).or_default() += 1;
             }
             if !job.is_complete() {
                 let mut gs: Vec<&String> = job.spec.dep_grps.iter().collect();
                 gs.dedup();
                 for g in gs {
-                    *group_incomplete.entry(keys::name_prefix(g)).or_default() += 1;
+                    *want
+                        .group_incomplete
+                        .entry(keys::name_prefix(g))
+                        .or_default() += 1;
                 }
             }
         }
-        // Waiting counts from the graph.
-        for job in jobs.values() {
-            let mut waiting = 0;
-            for d in &job.spec.deps {
-                let unsatisfied = match d {
-                    Dependency::Group(g) => group_incomplete.contains_key(&keys::name_prefix(g)),
-                    Dependency::Job(k) => jobs.get(k).is_some_and(|j| !j.is_complete()),
-                };
-                waiting += unsatisfied as u32;
-            }
-            if waiting != job.waiting {
-                return Err(err(format!(
-                    "job {} waits on {} dependencies; the graph says {waiting}",
-                    job.key, job.waiting
-                )));
-            }
-            let ok = match job.state {
-                JobState::Dependent => waiting > 0,
-                JobState::Ready | JobState::Delayed { .. } | JobState::Complete => waiting == 0,
-                _ => true,
-            };
-            if !ok {
-                return Err(err(format!(
-                    "job {} is {} with {waiting} unsatisfied dependencies",
-                    job.key,
-                    job.state.name()
-                )));
-            }
-        }
+        Ok(want)
+    }
 
+    /// The derived keyspaces hold exactly the entries the jobs imply.
+    fn check_entries(
+        &self,
+        expected: &BTreeSet<(Space, Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
         let mut actual = BTreeSet::new();
         for s in DERIVED {
             for r in self.store.scan(s, b"", b"") {
@@ -139,29 +145,39 @@ impl<S: Store> Fsm<S> {
             };
             return Err(err(format!("{side} {} index entry {:?}", e.0.name(), e.1)));
         }
-        let counters = |s: Space| -> Result<BTreeMap<Vec<u8>, u64>, StoreError> {
-            let mut m = BTreeMap::new();
-            for r in self.store.scan(s, b"", b"") {
-                let (k, v) = r?;
-                m.insert(k, keys::decode_u64(&v)?);
-            }
-            Ok(m)
-        };
-        if counters(Space::Counts)? != counts {
+        Ok(())
+    }
+
+    fn counters(&self, s: Space) -> Result<BTreeMap<Vec<u8>, u64>, StoreError> {
+        let mut m = BTreeMap::new();
+        for r in self.store.scan(s, b"", b"") {
+            let (k, v) = r?;
+            m.insert(k, keys::decode_u64(&v)?);
+        }
+        Ok(m)
+    }
+
+    fn check_counters(&self, want: &Expected) -> Result<(), StoreError> {
+        if self.counters(Space::Counts)? != want.counts {
             return Err(err(
                 "counts per rep group and state disagree with the jobs".into()
             ));
         }
-        if counters(Space::SchedReady)? != sched {
+        if self.counters(Space::SchedReady)? != want.sched {
             return Err(err(
                 "ready counts per scheduler group disagree with the jobs".into(),
             ));
         }
-        if counters(Space::GroupIncomplete)? != group_incomplete {
+        if self.counters(Space::GroupIncomplete)? != want.group_incomplete {
             return Err(err(
                 "incomplete counts per dep group disagree with the jobs".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Each limit group's held slots equal the jobs holding one.
+    fn check_limits(&self, mut held: BTreeMap<String, u64>) -> Result<(), StoreError> {
         for r in self.store.scan(Space::Limits, b"", b"") {
             let (k, v) = r?;
             let l: LimitState = decode("limit", &v)?;
@@ -179,6 +195,12 @@ impl<S: Store> Fsm<S> {
                 "limit group {name} has held slots but no record"
             )));
         }
+        Ok(())
+    }
+
+    /// Environment reference counts equal the jobs using each, and every counted
+    /// environment has its blob (and no blob is left without a count).
+    fn check_env(&self, env_refs: &BTreeMap<[u8; 32], u64>) -> Result<(), StoreError> {
         let mut refs = BTreeMap::new();
         let mut blobs = BTreeSet::new();
         for r in self.store.scan(Space::Env, b"", b"") {
@@ -191,7 +213,7 @@ impl<S: Store> Fsm<S> {
                 refs.insert(h, keys::decode_u64(&v)?);
             }
         }
-        if refs != env_refs {
+        if refs != *env_refs {
             return Err(err(
                 "environment reference counts disagree with the jobs".into()
             ));
@@ -199,6 +221,10 @@ impl<S: Store> Fsm<S> {
         if blobs.len() != refs.len() || refs.keys().any(|h| !blobs.contains(h.as_slice())) {
             return Err(err("environment blobs and references disagree".into()));
         }
+        Ok(())
+    }
+
+    fn check_requests(&self) -> Result<(), StoreError> {
         let stored = self.store.scan(Space::Requests, b"", b"").count() as u64;
         let expiries = self.store.scan(Space::RequestExpiry, b"", b"").count() as u64;
         if stored != self.meta.requests_stored || expiries != stored {
@@ -209,4 +235,40 @@ impl<S: Store> Fsm<S> {
         }
         Ok(())
     }
+}
+
+/// Waiting counts equal the graph's, and a queued job is dependent exactly when it waits.
+fn check_waiting(
+    jobs: &BTreeMap<JobKey, Job>,
+    group_incomplete: &BTreeMap<Vec<u8>, u64>,
+) -> Result<(), StoreError> {
+    for job in jobs.values() {
+        let mut waiting = 0;
+        for d in &job.spec.deps {
+            let unsatisfied = match d {
+                Dependency::Group(g) => group_incomplete.contains_key(&keys::name_prefix(g)),
+                Dependency::Job(k) => jobs.get(k).is_some_and(|j| !j.is_complete()),
+            };
+            waiting += unsatisfied as u32;
+        }
+        if waiting != job.waiting {
+            return Err(err(format!(
+                "job {} waits on {} dependencies; the graph says {waiting}",
+                job.key, job.waiting
+            )));
+        }
+        let ok = match job.state {
+            JobState::Dependent => waiting > 0,
+            JobState::Ready | JobState::Delayed { .. } | JobState::Complete => waiting == 0,
+            _ => true,
+        };
+        if !ok {
+            return Err(err(format!(
+                "job {} is {} with {waiting} unsatisfied dependencies",
+                job.key,
+                job.state.name()
+            )));
+        }
+    }
+    Ok(())
 }

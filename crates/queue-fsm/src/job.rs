@@ -329,10 +329,12 @@ impl Job {
     }
 }
 
-/// Reasons for failure that the queue itself understands (others are free text).
+/// Reasons for failure that the queue itself sets or acts on, as text (others are free text);
+/// [`FailReason`](crate::FailReason) is their one definition.
 pub mod fail_reason {
-    pub const RAM: &str = "command used too much RAM";
-    pub const TIME: &str = "command used too much time";
-    pub const LOST: &str = "lost contact with runner";
-    pub const KILLED: &str = "killed by user request";
+    use crate::verdict::FailReason;
+    pub const RAM: &str = FailReason::Ram.as_str();
+    pub const TIME: &str = FailReason::Time.as_str();
+    pub const LOST: &str = FailReason::Lost.as_str();
+    pub const KILLED: &str = FailReason::Killed.as_str();
 }

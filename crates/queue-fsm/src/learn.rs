@@ -4,6 +4,7 @@
 
 use crate::job::{JobSpec, Override, Requirements, RunReport};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// RAM and disk recommendations are rounded up to this many MB.
 pub const RECOMMEND_ROUND_MB: u64 = 100;
@@ -109,23 +110,118 @@ pub fn effective(spec: &JobSpec, learned: Option<&ReqStats>) -> Requirements {
     }
 }
 
-/// The scheduler group: requirements rounded (RAM to 100 MB, time to 30 min) plus the other
-/// requirements and the limit groups, so that jobs a runner could run interchangeably share it.
+/// A scheduler group: requirements rounded (RAM to 100 MB, time to 30 min) plus the other
+/// requirements and the limit groups, so that jobs a runner could run interchangeably share
+/// it. Jobs and the ready index store it in its encoding ([`SchedGroup::encode`]); the
+/// scheduler reads the requirements back with [`SchedGroup::parse`].
+///
+/// The encoding is `ram_mb:time_min:cores_milli:disk_gb`, then `:key=value` per other
+/// requirement, then `~limit,limit` when there are limit groups (sorted, deduplicated). It is
+/// stored (job records, ready keys), so it must never change. Limit group names cannot
+/// contain `:`, `,` or `~`; other requirements that contain `:`, `=` or `~` do not parse back
+/// exactly, though the four numbers always do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedGroup {
+    /// RAM, rounded up to [`RECOMMEND_ROUND_MB`].
+    pub ram_mb: u64,
+    /// Time, rounded up to [`RECOMMEND_ROUND_S`], in minutes.
+    pub time_min: u64,
+    pub cores_milli: u32,
+    pub disk_gb: u32,
+    pub other: BTreeMap<String, String>,
+    /// Limit group names (without `:n`), sorted and deduplicated.
+    pub limit_grps: Vec<String>,
+}
+
+/// A string that is not a scheduler group's encoding.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{group:?} is not a scheduler group: {reason}")]
+pub struct SchedGroupError {
+    pub group: String,
+    pub reason: &'static str,
+}
+
+impl SchedGroup {
+    /// The group of a job with requirements `req` (in force) and spec `spec`.
+    pub fn of(req: &Requirements, spec: &JobSpec) -> SchedGroup {
+        let mut limit_grps: Vec<String> = spec.limit_names().map(str::to_owned).collect();
+        limit_grps.sort_unstable();
+        limit_grps.dedup();
+        SchedGroup {
+            ram_mb: round_up(req.ram_mb as u64, RECOMMEND_ROUND_MB),
+            time_min: round_up(req.time_s as u64, RECOMMEND_ROUND_S) / 60,
+            cores_milli: req.cores_milli,
+            disk_gb: req.disk_gb,
+            other: req.other.clone(),
+            limit_grps,
+        }
+    }
+
+    /// The stored form (see the type's docs).
+    pub fn encode(&self) -> String {
+        let mut g = format!(
+            "{}:{}:{}:{}",
+            self.ram_mb, self.time_min, self.cores_milli, self.disk_gb
+        );
+        for (k, v) in &self.other {
+            g.push_str(&format!(":{k}={v}"));
+        }
+        if !self.limit_grps.is_empty() {
+            g.push('~');
+            g.push_str(&self.limit_grps.join(","));
+        }
+        g
+    }
+
+    /// Reads an encoded group back.
+    pub fn parse(s: &str) -> Result<SchedGroup, SchedGroupError> {
+        let bad = |reason| SchedGroupError {
+            group: s.to_string(),
+            reason,
+        };
+        let (head, limits) = match s.split_once('~') {
+            Some((h, l)) => (h, Some(l)),
+            None => (s, None),
+        };
+        let mut fields = head.split(':');
+        let mut number = |what| -> Result<u64, SchedGroupError> {
+            fields.next().and_then(|f| f.parse().ok()).ok_or(bad(what))
+        };
+        let ram_mb = number("RAM is not a number")?;
+        let time_min = number("time is not a number")?;
+        let cores_milli = number("cores are not a number")?;
+        let disk_gb = number("disk is not a number")?;
+        let mut other = BTreeMap::new();
+        for f in fields {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or(bad("a requirement is not key=value"))?;
+            other.insert(k.to_string(), v.to_string());
+        }
+        let limit_grps = match limits {
+            Some(l) => l.split(',').map(str::to_owned).collect(),
+            None => Vec::new(),
+        };
+        Ok(SchedGroup {
+            ram_mb,
+            time_min,
+            cores_milli: u32::try_from(cores_milli).map_err(|_| bad("cores out of range"))?,
+            disk_gb: u32::try_from(disk_gb).map_err(|_| bad("disk out of range"))?,
+            other,
+            limit_grps,
+        })
+    }
+}
+
+impl std::fmt::Display for SchedGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+/// The encoded scheduler group of a job (see [`SchedGroup`]).
 pub fn sched_group(req: &Requirements, spec: &JobSpec) -> String {
-    let ram = round_up(req.ram_mb as u64, RECOMMEND_ROUND_MB);
-    let time_min = round_up(req.time_s as u64, RECOMMEND_ROUND_S) / 60;
-    let mut g = format!("{ram}:{time_min}:{}:{}", req.cores_milli, req.disk_gb);
-    for (k, v) in &req.other {
-        g.push_str(&format!(":{k}={v}"));
-    }
-    let mut limits: Vec<&str> = spec.limit_names().collect();
-    limits.sort_unstable();
-    limits.dedup();
-    if !limits.is_empty() {
-        g.push('~');
-        g.push_str(&limits.join(","));
-    }
-    g
+    SchedGroup::of(req, spec).encode()
 }
 
 /// RAM to ask for after a run that ran out of it.
@@ -224,5 +320,58 @@ mod tests {
             ..Requirements::default()
         };
         assert_eq!(sched_group(&req, &spec), "200:30:1000:0~a,b");
+    }
+
+    #[test]
+    fn sched_group_parses_back() {
+        let g = SchedGroup::parse("2000:60:1500:0~db").unwrap();
+        assert_eq!(
+            g,
+            SchedGroup {
+                ram_mb: 2000,
+                time_min: 60,
+                cores_milli: 1500,
+                disk_gb: 0,
+                other: BTreeMap::new(),
+                limit_grps: vec!["db".into()],
+            }
+        );
+        let mut spec = JobSpec::new("x");
+        spec.limit_grps = vec!["b:3".into(), "a".into(), "b".into()];
+        let mut req = Requirements {
+            ram_mb: 150,
+            time_s: 60,
+            cores_milli: 1000,
+            disk_gb: 3,
+            ..Requirements::default()
+        };
+        req.other.insert("gpu".into(), "1".into());
+        req.other.insert("arch".into(), "x86".into());
+        let g = SchedGroup::of(&req, &spec);
+        assert_eq!(g.encode(), "200:30:1000:3:arch=x86:gpu=1~a,b");
+        assert_eq!(SchedGroup::parse(&g.encode()), Ok(g));
+        assert!(SchedGroup::parse("").is_err());
+        assert!(SchedGroup::parse("100:30").is_err());
+        assert!(SchedGroup::parse("100:30:x:0").is_err());
+        assert!(SchedGroup::parse("100:30:1:0:novalue").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sched_group_round_trips(
+            ram in 0u32..=crate::limits::MAX_RAM_MB,
+            time in 0u32..=crate::limits::MAX_TIME_S,
+            cores in 0u32..=crate::limits::MAX_CORES_MILLI,
+            disk in 0u32..=crate::limits::MAX_DISK_GB,
+            other in proptest::collection::btree_map("[a-z_]{1,8}", "[a-zA-Z0-9._-]{0,8}", 0..4),
+            limits in proptest::collection::vec("[a-z0-9_.-]{1,8}(:[0-9]{1,3})?", 0..4),
+        ) {
+            let mut spec = JobSpec::new("x");
+            spec.limit_grps = limits;
+            let req = Requirements { ram_mb: ram, time_s: time, cores_milli: cores, disk_gb: disk, other };
+            let g = SchedGroup::of(&req, &spec);
+            proptest::prop_assert_eq!(g.encode(), sched_group(&req, &spec));
+            proptest::prop_assert_eq!(SchedGroup::parse(&g.encode()), Ok(g));
+        }
     }
 }

@@ -8,13 +8,18 @@
 //! ## Layout
 //! - [`ids`]: newtype ids (`JobKey`, `FenceToken`, `RunnerId`, `RequestId`).
 //! - [`job`]: the job model; `JobState` carries each state's data.
-//! - [`command`]: commands, responses, refusals.
+//! - [`command`]: commands, responses, refusals; which states each key action takes.
 //! - [`limits`]: every bound, named, and input validation.
-//! - [`store`]: the storage trait, in-memory and RocksDB stores, and the write overlay.
+//! - [`store`]: the storage trait, in-memory and RocksDB stores (the latter with the
+//!   `rocksdb` feature, which raft-store and node turn on), and the write overlay.
 //! - `keys`: byte layouts of index keys.
 //! - [`fsm`]: open, apply an entry as one atomic batch, idempotent replay, `next_deadline`.
-//! - `ctx`: the transitions; `write_job` is the one place a job and its indexes change.
-//! - [`learn`]: resource learning and scheduler groups.
+//! - `ctx`: the transitions, a module per command family (add, reserve, reports, by key,
+//!   timers) plus dependencies, environments and storage helpers; `ctx::write` holds
+//!   `write_job`, the one place a job and its indexes change.
+//! - [`learn`]: resource learning and scheduler groups ([`SchedGroup`], encoded and parsed).
+//! - [`verdict`]: fail reasons ([`FailReason`]) and the bury-or-release rule for a finished
+//!   run, which the runner follows.
 //! - [`query`]: read-only queries.
 //! - [`snapshot`]: export/import in chunks, state digest.
 //! - `invariants`: `check_invariants()`.
@@ -60,19 +65,25 @@ pub mod limits;
 pub mod query;
 pub mod snapshot;
 pub mod store;
+pub mod verdict;
 
 pub use command::{
-    AddJobs, Command, CommandError, JobChange, NoJob, Outcome, Request, ReserveMode, Response, Skip,
+    AddJobs, Command, CommandError, JobChange, KeyAction, NoJob, Outcome, Request, ReserveMode,
+    Response, Skip,
 };
 pub use ctx::{decode_env, LimitState};
-pub use fsm::{Applied, Effects, Fsm, FsmConfig, Meta};
+pub use fsm::{Applied, ConfigError, Effects, Fsm, FsmConfig, Meta};
 pub use ids::{FenceToken, JobKey, RequestId, RunnerId};
 pub use job::{
     fail_reason, Action, Behaviour, Dependency, Job, JobSpec, JobState, Override, Requirements,
     Reservation, RunInfo, RunReport, StateName, Trigger,
 };
+pub use learn::{SchedGroup, SchedGroupError};
 pub use query::{Listed, Match};
-pub use store::{MemStore, RocksOptions, RocksStore, Space, Store, StoreError, StoreRead};
+pub use store::{MemStore, Space, Store, StoreError, StoreRead};
+#[cfg(feature = "rocksdb")]
+pub use store::{RocksOptions, RocksStore};
+pub use verdict::{verdict, FailReason, RunEnd, Verdict};
 
 #[cfg(test)]
 mod tests;

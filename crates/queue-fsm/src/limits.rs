@@ -2,7 +2,7 @@
 //! Validation runs before any write, so an invalid command changes nothing.
 
 use crate::command::CommandError;
-use crate::job::{Action, Dependency, JobSpec};
+use crate::job::{Action, Dependency, JobSpec, Requirements};
 
 /// Jobs in one Add.
 pub const MAX_JOBS_PER_ADD: usize = 100_000;
@@ -50,56 +50,82 @@ pub const MAX_QUERY_JOBS: usize = 100_000;
 /// Timers handled by one Tick; the node proposes another Tick if more are due.
 pub const MAX_TIMERS_PER_TICK: usize = 10_000;
 
-fn name_ok(field: &str, s: &str, allow_empty: bool) -> Result<(), (String, String)> {
+/// What is wrong with an input, and where: `field` is a path into the input
+/// (`requirements.ram_mb`, `deps[3]`), `reason` completes the sentence "the field ...".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The refusal of a command whose input has this problem.
+    pub(crate) fn into_invalid(self) -> CommandError {
+        CommandError::Invalid {
+            field: self.field,
+            reason: self.reason,
+        }
+    }
+}
+
+fn name_ok(field: &str, s: &str, allow_empty: bool) -> Result<(), FieldError> {
     if s.is_empty() && !allow_empty {
-        return Err((field.into(), "must not be empty".into()));
+        return Err(FieldError::new(field, "must not be empty"));
     }
     if s.len() > MAX_NAME_BYTES {
-        return Err((
-            field.into(),
+        return Err(FieldError::new(
+            field,
             format!("is {} bytes; the limit is {MAX_NAME_BYTES}", s.len()),
         ));
     }
     if s.contains('\0') {
-        return Err((field.into(), "must not contain a NUL byte".into()));
+        return Err(FieldError::new(field, "must not contain a NUL byte"));
     }
     Ok(())
 }
 
-fn text_ok(field: &str, s: &str, max: usize) -> Result<(), (String, String)> {
+fn text_ok(field: &str, s: &str, max: usize) -> Result<(), FieldError> {
     if s.len() > max {
-        return Err((
-            field.into(),
+        return Err(FieldError::new(
+            field,
             format!("is {} bytes; the limit is {max}", s.len()),
         ));
     }
     if s.contains('\0') {
-        return Err((field.into(), "must not contain a NUL byte".into()));
+        return Err(FieldError::new(field, "must not contain a NUL byte"));
     }
     Ok(())
 }
 
 /// Checks one `KEY=VALUE` list; returns its size in bytes.
-pub(crate) fn env_ok(field: &str, env: &[String]) -> Result<usize, (String, String)> {
+pub(crate) fn env_ok(field: &str, env: &[String]) -> Result<usize, FieldError> {
     let mut total = 0usize;
     for (i, e) in env.iter().enumerate() {
         if !e.contains('=') || e.starts_with('=') {
-            return Err((
+            return Err(FieldError::new(
                 format!("{field}[{i}]"),
                 format!("{e:.40?} is not of the form KEY=VALUE"),
             ));
         }
         if e.contains('\0') {
-            return Err((
+            return Err(FieldError::new(
                 format!("{field}[{i}]"),
-                "must not contain a NUL byte".into(),
+                "must not contain a NUL byte",
             ));
         }
         total += e.len() + 1;
     }
     if total > MAX_ENV_BYTES {
-        return Err((
-            field.into(),
+        return Err(FieldError::new(
+            field,
             format!("is {total} bytes; the limit is {MAX_ENV_BYTES}"),
         ));
     }
@@ -124,20 +150,36 @@ pub(crate) fn parse_limit_grp(s: &str) -> Result<(&str, Option<i64>), String> {
     }
 }
 
-/// Validates a job spec; the error names the field.
-pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
+/// Validates a job spec; the error names the field. Checks run in a fixed order, so the
+/// first problem of a spec is always the one reported.
+pub fn validate_spec(spec: &JobSpec) -> Result<(), FieldError> {
+    validate_essence(spec)?;
+    validate_requirements(&spec.requirements)?;
+    validate_deps(spec)?;
+    validate_behaviours(spec)?;
+    env_ok("env_override", &spec.env_override)?;
+    validate_limit_grps(spec)
+}
+
+/// Command, cwd, mounts and the rep and req group names.
+fn validate_essence(spec: &JobSpec) -> Result<(), FieldError> {
     if spec.cmd.trim().is_empty() {
-        return Err(("cmd".into(), "must not be empty".into()));
+        return Err(FieldError::new("cmd", "must not be empty"));
     }
     text_ok("cmd", &spec.cmd, MAX_CMD_BYTES)?;
     text_ok("cwd", &spec.cwd, MAX_PATH_BYTES)?;
     if spec.cwd_matters && spec.cwd.is_empty() {
-        return Err(("cwd".into(), "must be set when cwd_matters is true".into()));
+        return Err(FieldError::new(
+            "cwd",
+            "must be set when cwd_matters is true",
+        ));
     }
     text_ok("mounts", &spec.mounts, MAX_MOUNTS_BYTES)?;
     name_ok("rep_grp", &spec.rep_grp, true)?;
-    name_ok("req_grp", &spec.req_grp, true)?;
-    let r = &spec.requirements;
+    name_ok("req_grp", &spec.req_grp, true)
+}
+
+fn validate_requirements(r: &Requirements) -> Result<(), FieldError> {
     for (field, v, max) in [
         ("requirements.ram_mb", r.ram_mb, MAX_RAM_MB),
         ("requirements.time_s", r.time_s, MAX_TIME_S),
@@ -145,12 +187,15 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
         ("requirements.disk_gb", r.disk_gb, MAX_DISK_GB),
     ] {
         if v > max {
-            return Err((field.into(), format!("is {v}; the limit is {max}")));
+            return Err(FieldError::new(
+                field,
+                format!("is {v}; the limit is {max}"),
+            ));
         }
     }
     if r.other.len() > MAX_OTHER_REQUIREMENTS {
-        return Err((
-            "requirements.other".into(),
+        return Err(FieldError::new(
+            "requirements.other",
             format!(
                 "has {} entries; the limit is {MAX_OTHER_REQUIREMENTS}",
                 r.other.len()
@@ -161,9 +206,14 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
         name_ok("requirements.other key", k, false)?;
         text_ok("requirements.other value", v, MAX_NAME_BYTES)?;
     }
+    Ok(())
+}
+
+/// Dep groups the job belongs to, and the dependencies it waits on.
+fn validate_deps(spec: &JobSpec) -> Result<(), FieldError> {
     if spec.dep_grps.len() > MAX_DEP_GRPS_PER_JOB {
-        return Err((
-            "dep_grps".into(),
+        return Err(FieldError::new(
+            "dep_grps",
             format!(
                 "has {}; the limit is {MAX_DEP_GRPS_PER_JOB}",
                 spec.dep_grps.len()
@@ -174,8 +224,8 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
         name_ok(&format!("dep_grps[{i}]"), g, false)?;
     }
     if spec.deps.len() > MAX_DEPS_PER_JOB {
-        return Err((
-            "deps".into(),
+        return Err(FieldError::new(
+            "deps",
             format!("has {}; the limit is {MAX_DEPS_PER_JOB}", spec.deps.len()),
         ));
     }
@@ -184,9 +234,13 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
             name_ok(&format!("deps[{i}]"), g, false)?;
         }
     }
+    Ok(())
+}
+
+fn validate_behaviours(spec: &JobSpec) -> Result<(), FieldError> {
     if spec.behaviours.len() > MAX_BEHAVIOURS_PER_JOB {
-        return Err((
-            "behaviours".into(),
+        return Err(FieldError::new(
+            "behaviours",
             format!(
                 "has {}; the limit is {MAX_BEHAVIOURS_PER_JOB}",
                 spec.behaviours.len()
@@ -196,15 +250,21 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     for (i, b) in spec.behaviours.iter().enumerate() {
         if let Action::Run(c) = &b.action {
             if c.trim().is_empty() {
-                return Err((format!("behaviours[{i}].run"), "must not be empty".into()));
+                return Err(FieldError::new(
+                    format!("behaviours[{i}].run"),
+                    "must not be empty",
+                ));
             }
             text_ok(&format!("behaviours[{i}].run"), c, MAX_CMD_BYTES)?;
         }
     }
-    env_ok("env_override", &spec.env_override)?;
+    Ok(())
+}
+
+fn validate_limit_grps(spec: &JobSpec) -> Result<(), FieldError> {
     if spec.limit_grps.len() > MAX_LIMIT_GRPS_PER_JOB {
-        return Err((
-            "limit_grps".into(),
+        return Err(FieldError::new(
+            "limit_grps",
             format!(
                 "has {}; the limit is {MAX_LIMIT_GRPS_PER_JOB}",
                 spec.limit_grps.len()
@@ -213,10 +273,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), (String, String)> {
     }
     for (i, g) in spec.limit_grps.iter().enumerate() {
         let field = format!("limit_grps[{i}]");
-        let (name, _) = parse_limit_grp(g).map_err(|e| (field.clone(), e))?;
+        let (name, _) = parse_limit_grp(g).map_err(|e| FieldError::new(field.clone(), e))?;
         name_ok(&field, name, false)?;
         if name.contains(',') || name.contains('~') {
-            return Err((field, "must not contain ',' or '~'".into()));
+            return Err(FieldError::new(field, "must not contain ',' or '~'"));
         }
     }
     Ok(())
@@ -230,11 +290,11 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Co
 }
 
 pub(crate) fn check_name(field: &str, s: &str) -> Result<(), CommandError> {
-    name_ok(field, s, false).map_err(|(f, r)| invalid(f, r))
+    name_ok(field, s, false).map_err(FieldError::into_invalid)
 }
 
 pub(crate) fn check_text(field: &str, s: &str, max: usize) -> Result<(), CommandError> {
-    text_ok(field, s, max).map_err(|(f, r)| invalid(f, r))
+    text_ok(field, s, max).map_err(FieldError::into_invalid)
 }
 
 pub(crate) fn check_ttr(ttr_ms: u64) -> Result<(), CommandError> {

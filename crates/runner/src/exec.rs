@@ -266,7 +266,7 @@ fn prepare_dirs(dir: &WorkDir) -> Result<(PathBuf, PathBuf), String> {
 /// Runs the command to its end. `kill` (set to true) stops it; `on_start` gets the pid.
 pub async fn run(
     spec: &ExecSpec,
-    mut kill: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
     on_start: impl FnOnce(u32),
 ) -> ExecResult {
     let (cwd, tmp) = match prepare_dirs(&spec.dir) {
@@ -278,29 +278,7 @@ pub async fn run(
             }
         }
     };
-    let mut env: BTreeMap<String, String> = spec
-        .env
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    env.insert("TMPDIR".into(), tmp.display().to_string());
-    if spec.change_home && matches!(spec.dir, WorkDir::Unique { .. }) {
-        env.insert("HOME".into(), cwd.display().to_string());
-    }
-    let mut cmd = Command::new(&spec.shell);
-    cmd.arg("-c")
-        .arg(format!("set -o pipefail\n{}", spec.cmd))
-        .current_dir(&cwd)
-        .env_clear()
-        .envs(&env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut cmd = command(spec, &cwd, &tmp);
     let start = Instant::now();
     let cpu_before = children_cpu_ms();
     let mut child = match cmd.spawn() {
@@ -328,7 +306,89 @@ pub async fn run(
     };
     let out = tokio::spawn(drain(stdout));
     let err = tokio::spawn(drain(stderr));
+    let watched = watch_child(&mut child, pgid, spec, &cwd, start, kill).await;
+    // Whatever the command left running in its group goes too.
+    signal_group(pgid, libc::SIGKILL);
+    let wall = start.elapsed();
+    let cpu_ms = children_cpu_ms().saturating_sub(cpu_before);
+    let stdout = out.await.map(|h| h.text()).unwrap_or_default();
+    let stderr = err.await.map(|h| h.text()).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut peak_disk = watched.peak_disk;
+    if matches!(spec.dir, WorkDir::Unique { .. }) {
+        peak_disk = peak_disk.max(disk_usage(&cwd));
+    }
+    let (exit_code, signal) = match watched.status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            (s.code(), s.signal())
+        }
+        Err(_) => (None, None),
+    };
+    ExecResult {
+        exit_code,
+        signal,
+        stopped: watched.stopped,
+        peak_ram_mb: watched.peak_pss_kb.div_ceil(1024),
+        peak_disk_mb: peak_disk.div_ceil(1024 * 1024),
+        cpu_ms,
+        wall_ms: wall.as_millis() as u64,
+        stdout,
+        stderr,
+        actual_cwd: cwd,
+        setup_error: None,
+    }
+}
 
+/// The command, ready to spawn: the shell with pipefail, in `cwd`, with exactly the job's
+/// environment plus TMPDIR (and HOME in a unique directory when asked), in its own process
+/// group so that stopping it stops everything it started.
+fn command(spec: &ExecSpec, cwd: &Path, tmp: &Path) -> Command {
+    let mut env: BTreeMap<String, String> = spec
+        .env
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    env.insert("TMPDIR".into(), tmp.display().to_string());
+    if spec.change_home && matches!(spec.dir, WorkDir::Unique { .. }) {
+        env.insert("HOME".into(), cwd.display().to_string());
+    }
+    let mut cmd = Command::new(&spec.shell);
+    cmd.arg("-c")
+        .arg(format!("set -o pipefail\n{}", spec.cmd))
+        .current_dir(cwd)
+        .env_clear()
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// What watching a running command found.
+struct Watched {
+    status: std::io::Result<std::process::ExitStatus>,
+    peak_pss_kb: u64,
+    peak_disk: u64,
+    stopped: Option<StopReason>,
+}
+
+/// Waits for the command while sampling its memory and disk, and stops it (SIGTERM, then
+/// SIGKILL after `KILL_GRACE`) on request, at its time limit, or over its memory on a host
+/// short of memory.
+async fn watch_child(
+    child: &mut tokio::process::Child,
+    pgid: i32,
+    spec: &ExecSpec,
+    cwd: &Path,
+    start: Instant,
+    mut kill: watch::Receiver<bool>,
+) -> Watched {
     let mut peak_pss_kb = 0u64;
     let mut peak_disk = 0u64;
     let mut stopped: Option<StopReason> = None;
@@ -343,7 +403,7 @@ pub async fn run(
                 let pss: u64 = group_pids(pgid).into_iter().map(pss_kb).sum();
                 peak_pss_kb = peak_pss_kb.max(pss);
                 if matches!(spec.dir, WorkDir::Unique { .. }) {
-                    peak_disk = peak_disk.max(disk_usage(&cwd));
+                    peak_disk = peak_disk.max(disk_usage(cwd));
                 }
                 if stopped.is_none() && spec.time_limit.is_some_and(|l| start.elapsed() > l) {
                     stopped = Some(StopReason::Time);
@@ -372,35 +432,11 @@ pub async fn run(
             }
         }
     };
-    // Whatever the command left running in its group goes too.
-    signal_group(pgid, libc::SIGKILL);
-    let wall = start.elapsed();
-    let cpu_ms = children_cpu_ms().saturating_sub(cpu_before);
-    let stdout = out.await.map(|h| h.text()).unwrap_or_default();
-    let stderr = err.await.map(|h| h.text()).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&tmp);
-    if matches!(spec.dir, WorkDir::Unique { .. }) {
-        peak_disk = peak_disk.max(disk_usage(&cwd));
-    }
-    let (exit_code, signal) = match status {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            (s.code(), s.signal())
-        }
-        Err(_) => (None, None),
-    };
-    ExecResult {
-        exit_code,
-        signal,
+    Watched {
+        status,
+        peak_pss_kb,
+        peak_disk,
         stopped,
-        peak_ram_mb: peak_pss_kb.div_ceil(1024),
-        peak_disk_mb: peak_disk.div_ceil(1024 * 1024),
-        cpu_ms,
-        wall_ms: wall.as_millis() as u64,
-        stdout,
-        stderr,
-        actual_cwd: cwd,
-        setup_error: None,
     }
 }
 

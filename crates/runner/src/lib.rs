@@ -8,9 +8,12 @@
 //!   (exact or unique under hashed levels) with a TMPDIR that is always removed, the job's
 //!   environment, peak memory (PSS of the process tree), disk and CPU time, head and tail of
 //!   the output, stopping on request or at the time limit.
-//! - [`runner`]: the reserve → run → touch → report loop, and how an exit becomes an outcome.
+//! - [`runner`]: the reserve → run → touch → report loop, and how an exit becomes a
+//!   [`queue_fsm::RunEnd`], whose [`queue_fsm::Verdict`] (archive, release, bury, nothing) the
+//!   runner reports.
 //!
-//! Queue policy (retries, burying, learning) is the cluster's; the runner only reports.
+//! Queue policy (retries, burying, learning, which ends of a run bury) is queue-fsm's; the
+//! runner only reports.
 
 pub mod exec;
 pub mod runner;

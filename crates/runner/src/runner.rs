@@ -4,26 +4,12 @@
 //! request id for hours, so an outcome is never lost and never recorded twice.
 
 use crate::exec::{self, ExecResult, ExecSpec, StopReason, WorkDir};
+use queue_fsm::{verdict, RunEnd, Verdict};
 use raftq_client::{request_id, Client, ClientError};
 use raftq_proto::pb;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Fail reasons the runner reports (the queue acts on some of them).
-pub mod reason {
-    pub const ENV: &str = "failed to get environment variables";
-    pub const CWD: &str = "working directory does not exist";
-    pub const START: &str = "command failed to start";
-    pub const PERM: &str = "command permission problem";
-    pub const NOT_FOUND: &str = "command not found";
-    pub const EXIT: &str = "command exited non-zero";
-    pub const ABNORMAL: &str = "command failed to complete normally";
-    pub const TIME: &str = "command used too much time";
-    pub const RAM: &str = "command used too much RAM";
-    pub const SIGNAL: &str = "runner received a signal to stop";
-    pub const KILLED: &str = "killed by user request";
-}
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -67,41 +53,57 @@ pub struct Summary {
     pub failed: u64,
 }
 
-/// The outcome to report, decided from how the command ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Archive,
-    Release(&'static str),
-    Bury(&'static str),
-    /// The reservation is gone (stale fence): report nothing.
-    Abandon,
-}
-
-/// How the runner should report a finished command.
-pub fn decide(r: &ExecResult, shutting_down: bool, killed: bool) -> Outcome {
+/// How the command ended, as the queue's bury-or-release rule ([`queue_fsm::verdict`]) takes
+/// it. A setup failure comes first (the command never ran), then a stop by the runner, then
+/// the exit code.
+pub fn run_end(r: &ExecResult, shutting_down: bool, killed: bool) -> RunEnd {
     if let Some(e) = &r.setup_error {
-        return if e.contains("does not exist") {
-            Outcome::Bury(reason::CWD)
-        } else {
-            Outcome::Bury(reason::START)
+        return RunEnd::SetupFailed {
+            missing_dir: e.contains("does not exist"),
         };
     }
     match r.stopped {
-        Some(StopReason::Requested) if killed => return Outcome::Bury(reason::KILLED),
-        Some(StopReason::Requested) if shutting_down => return Outcome::Release(reason::SIGNAL),
-        Some(StopReason::Requested) => return Outcome::Abandon,
-        Some(StopReason::Time) => return Outcome::Release(reason::TIME),
-        Some(StopReason::Ram) => return Outcome::Release(reason::RAM),
-        None => {}
-    }
-    match r.exit_code {
-        Some(0) => Outcome::Archive,
-        Some(126) => Outcome::Bury(reason::PERM),
-        Some(127) => Outcome::Bury(reason::NOT_FOUND),
-        Some(_) => Outcome::Release(reason::EXIT),
-        None => Outcome::Release(reason::ABNORMAL),
+        Some(StopReason::Requested) if killed => RunEnd::Killed,
+        Some(StopReason::Requested) if shutting_down => RunEnd::ShuttingDown,
+        Some(StopReason::Requested) => RunEnd::StoppedOtherwise,
+        Some(StopReason::Time) => RunEnd::OverTime,
+        Some(StopReason::Ram) => RunEnd::OverRam,
+        None => match r.exit_code {
+            Some(code) => RunEnd::Exited(code),
+            None => RunEnd::NoExitCode,
+        },
     }
 }
+
+/// How the runner should report a finished command.
+pub fn decide(r: &ExecResult, shutting_down: bool, killed: bool) -> Verdict {
+    verdict(run_end(r, shutting_down, killed))
+}
+
+/// What the runner saw while a command ran, besides its result.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    /// The queue asked to kill the job.
+    killed: bool,
+    /// The runner was told to stop.
+    shutting: bool,
+    /// The reservation is gone (a report on it was refused).
+    lost: bool,
+}
+
+/// The answer to one touch of the reservation.
+enum Touched {
+    /// Keep running (also when no manager answered in time: touch again later).
+    Alive,
+    /// The queue asks to kill the job.
+    Kill,
+    /// The reservation is gone.
+    Gone,
+}
+
+/// A report in flight while the command runs.
+type Call<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::Ack, ClientError>> + Send + 'a>>;
 
 fn report(r: &ExecResult, started_ms: u64) -> pb::RunReport {
     pb::RunReport {
@@ -174,37 +176,67 @@ impl Runner {
             };
             summary.ran += 1;
             match self.run_job(job, &mut shutdown).await? {
-                Outcome::Archive => summary.succeeded += 1,
+                Verdict::Archive => summary.succeeded += 1,
                 _ => summary.failed += 1,
             }
         }
     }
 
+    /// Runs one reserved job: its environment, the command (watched and touched), its
+    /// behaviours, the report.
     async fn run_job(
         &self,
         job: pb::Job,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Outcome, ClientError> {
+    ) -> Result<Verdict, ClientError> {
         let job_ref = Some(pb::JobRef {
             key: job.key.clone(),
             fence: job.fence,
         });
         let spec_in = job.spec.clone().unwrap_or_default();
         tracing::info!(key = %job.key, cmd = %spec_in.cmd, "running");
-        let env = if job.env_hash.is_empty() {
-            Ok(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect())
-        } else {
-            self.reporter.get_env(job.env_hash.clone()).await
-        };
-        let env = match env {
+        let env = match self.job_env(&job).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot get the job's environment");
-                self.finish(&job, job_ref, Outcome::Bury(reason::ENV), None, 0)
-                    .await?;
-                return Ok(Outcome::Bury(reason::ENV));
+                let v = verdict(RunEnd::EnvUnavailable);
+                self.finish(&job, job_ref, v, None, 0).await?;
+                return Ok(v);
             }
         };
+        let spec = self.exec_spec(&job, &spec_in, env);
+        let started_ms = now_ms();
+        let (result, seen) = self.watch_run(&spec, &job_ref, shutdown).await;
+        let verdict = if seen.lost {
+            verdict(RunEnd::ReservationGone)
+        } else {
+            decide(&result, seen.shutting, seen.killed)
+        };
+        tracing::debug!(key = %job.key, ?verdict, wall_ms = result.wall_ms, "command ended");
+        let remove = self.behaviours(&spec_in, &result, &verdict).await;
+        self.finish(&job, job_ref, verdict, Some(&result), started_ms)
+            .await?;
+        tracing::debug!(key = %job.key, "outcome reported");
+        // "remove" takes a failed job out of the queue once its failure is recorded.
+        if remove && !matches!(verdict, Verdict::Archive | Verdict::Abandon) {
+            if let Err(e) = self.reporter.delete(vec![job.key.clone()]).await {
+                tracing::warn!(key = %job.key, error = %e, "remove behaviour failed");
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// The job's environment: its stored one, or the runner's own when it has none.
+    async fn job_env(&self, job: &pb::Job) -> Result<Vec<String>, ClientError> {
+        if job.env_hash.is_empty() {
+            Ok(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect())
+        } else {
+            self.reporter.get_env(job.env_hash.clone()).await
+        }
+    }
+
+    /// How to run the job's command: where, with what, and within which limits.
+    fn exec_spec(&self, job: &pb::Job, spec_in: &pb::JobSpec, env: Vec<String>) -> ExecSpec {
         let time_s = job.effective.as_ref().map_or(0, |r| r.time_s);
         let dir = if spec_in.cwd_matters {
             WorkDir::Exact(PathBuf::from(&spec_in.cwd))
@@ -218,7 +250,7 @@ impl Runner {
                 unique: format!("{}_{}", job.key, job.fence),
             }
         };
-        let spec = ExecSpec {
+        ExecSpec {
             cmd: spec_in.cmd.clone(),
             shell: self.config.shell.clone(),
             dir,
@@ -234,22 +266,38 @@ impl Runner {
                 .map(|r| r.ram_mb as u64)
                 .filter(|m| *m > 0),
             host_short_of_memory: None,
-        };
+        }
+    }
+
+    fn started_request(&self, job_ref: &Option<pb::JobRef>, pid: u32) -> pb::StartedRequest {
+        pb::StartedRequest {
+            request_id: request_id(),
+            job: job_ref.clone(),
+            host: self.config.host.clone(),
+            pid,
+        }
+    }
+
+    /// Runs the command to its end while reporting its start, touching the reservation and
+    /// stopping it on a kill, a lost reservation or shutdown. One `select!` over these five
+    /// events keeps them in one place, which is why this is longer than most.
+    async fn watch_run(
+        &self,
+        spec: &ExecSpec,
+        job_ref: &Option<pb::JobRef>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> (ExecResult, Seen) {
         let (kill_tx, kill_rx) = watch::channel(false);
         let (pid_tx, mut pid_rx) = watch::channel(0u32);
-        let started_ms = now_ms();
-        let exec = exec::run(&spec, kill_rx, move |pid| {
+        let exec = exec::run(spec, kill_rx, move |pid| {
             let _ = pid_tx.send(pid);
         });
         tokio::pin!(exec);
         let touch_every = (self.config.ttr / 4).max(Duration::from_millis(100));
         let mut ticker = tokio::time::interval(touch_every);
         ticker.tick().await;
-        let (mut killed, mut shutting, mut lost) = (false, false, false);
+        let mut seen = Seen::default();
         let mut started_sent = false;
-        type Call<'a> = std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<pb::Ack, ClientError>> + Send + 'a>,
-        >;
         let mut started_call: Option<Call<'_>> = None;
         let result = loop {
             tokio::select! {
@@ -258,12 +306,7 @@ impl Runner {
                     // Reported while the command runs (not in this branch: a short command
                     // would wait for the round trip to be noticed as done).
                     started_sent = true;
-                    let req = pb::StartedRequest {
-                        request_id: request_id(),
-                        job: job_ref.clone(),
-                        host: self.config.host.clone(),
-                        pid: *pid_rx.borrow(),
-                    };
+                    let req = self.started_request(job_ref, *pid_rx.borrow());
                     started_call = Some(Box::pin(self.reporter.started(req)));
                 }
                 r = async {
@@ -275,27 +318,16 @@ impl Runner {
                     started_call = None;
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "reporting start failed");
-                        if e.refusal().is_some() { lost = true; let _ = kill_tx.send(true); }
+                        if e.refusal().is_some() { seen.lost = true; let _ = kill_tx.send(true); }
                     }
                 }
-                _ = ticker.tick() => {
-                    let req = pb::TouchRequest { request_id: request_id(), job: job_ref.clone() };
-                    let touched = tokio::time::timeout(touch_every, self.client.touch(req)).await;
-                    match touched {
-                        Err(_) => tracing::warn!("touch timed out; will retry"),
-                        Ok(Ok(t)) if t.kill => { killed = true; let _ = kill_tx.send(true); }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) if e.refusal().is_some() => {
-                            tracing::warn!(error = %e, "the reservation is gone; stopping the job");
-                            lost = true;
-                            let _ = kill_tx.send(true);
-                        }
-                        // No manager reachable for now: keep running, touch again later.
-                        Ok(Err(e)) => tracing::warn!(error = %e, "touch failed; will retry"),
-                    }
-                }
+                _ = ticker.tick() => match self.touch(job_ref, touch_every).await {
+                    Touched::Alive => {}
+                    Touched::Kill => { seen.killed = true; let _ = kill_tx.send(true); }
+                    Touched::Gone => { seen.lost = true; let _ = kill_tx.send(true); }
+                },
                 _ = shutdown.changed() => {
-                    if *shutdown.borrow() { shutting = true; let _ = kill_tx.send(true); }
+                    if *shutdown.borrow() { seen.shutting = true; let _ = kill_tx.send(true); }
                 }
             }
         };
@@ -305,45 +337,49 @@ impl Runner {
         if let Some(call) = started_call.take() {
             if let Err(e) = call.await {
                 tracing::warn!(error = %e, "reporting start failed");
-                lost = e.refusal().is_some();
+                seen.lost = e.refusal().is_some();
             }
         }
-        if !started_sent && !lost && result.setup_error.is_none() {
-            let req = pb::StartedRequest {
-                request_id: request_id(),
-                job: job_ref.clone(),
-                host: self.config.host.clone(),
-                pid: *pid_rx.borrow(),
-            };
+        if !started_sent && !seen.lost && result.setup_error.is_none() {
+            let req = self.started_request(job_ref, *pid_rx.borrow());
             if let Err(e) = self.reporter.started(req).await {
                 tracing::warn!(error = %e, "reporting start failed");
-                lost = e.refusal().is_some();
+                seen.lost = e.refusal().is_some();
             }
         }
-        let outcome = if lost {
-            Outcome::Abandon
-        } else {
-            decide(&result, shutting, killed)
+        (result, seen)
+    }
+
+    /// Touches the reservation once, waiting at most `within` for an answer.
+    async fn touch(&self, job_ref: &Option<pb::JobRef>, within: Duration) -> Touched {
+        let req = pb::TouchRequest {
+            request_id: request_id(),
+            job: job_ref.clone(),
         };
-        tracing::debug!(key = %job.key, ?outcome, wall_ms = result.wall_ms, "command ended");
-        let remove = self.behaviours(&spec_in, &result, &outcome).await;
-        self.finish(&job, job_ref, outcome.clone(), Some(&result), started_ms)
-            .await?;
-        tracing::debug!(key = %job.key, "outcome reported");
-        // "remove" takes a failed job out of the queue once its failure is recorded.
-        if remove && !matches!(outcome, Outcome::Archive | Outcome::Abandon) {
-            if let Err(e) = self.reporter.delete(vec![job.key.clone()]).await {
-                tracing::warn!(key = %job.key, error = %e, "remove behaviour failed");
+        match tokio::time::timeout(within, self.client.touch(req)).await {
+            Err(_) => {
+                tracing::warn!("touch timed out; will retry");
+                Touched::Alive
+            }
+            Ok(Ok(t)) if t.kill => Touched::Kill,
+            Ok(Ok(_)) => Touched::Alive,
+            Ok(Err(e)) if e.refusal().is_some() => {
+                tracing::warn!(error = %e, "the reservation is gone; stopping the job");
+                Touched::Gone
+            }
+            // No manager reachable for now: keep running, touch again later.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "touch failed; will retry");
+                Touched::Alive
             }
         }
-        Ok(outcome)
     }
 
     /// Runs the job's behaviours for how it ended; returns whether one asks to remove the job.
-    async fn behaviours(&self, spec: &pb::JobSpec, r: &ExecResult, outcome: &Outcome) -> bool {
+    async fn behaviours(&self, spec: &pb::JobSpec, r: &ExecResult, verdict: &Verdict) -> bool {
         let mut remove = false;
         use pb::behaviour::{Action, When};
-        let success = *outcome == Outcome::Archive;
+        let success = *verdict == Verdict::Archive;
         for phase in [
             if success {
                 When::OnSuccess
@@ -383,13 +419,13 @@ impl Runner {
         &self,
         job: &pb::Job,
         job_ref: Option<pb::JobRef>,
-        outcome: Outcome,
+        verdict: Verdict,
         r: Option<&ExecResult>,
         started_ms: u64,
     ) -> Result<(), ClientError> {
         let rep = r.map(|r| report(r, started_ms));
-        let result = match outcome {
-            Outcome::Archive => self
+        let result = match verdict {
+            Verdict::Archive => self
                 .reporter
                 .archive(pb::ArchiveRequest {
                     request_id: request_id(),
@@ -398,27 +434,27 @@ impl Runner {
                 })
                 .await
                 .map(|_| ()),
-            Outcome::Release(why) => self
+            Verdict::Release(why) => self
                 .reporter
                 .release(pb::ReleaseRequest {
                     request_id: request_id(),
                     job: job_ref,
                     report: rep,
-                    reason: why.into(),
+                    reason: why.as_str().into(),
                 })
                 .await
                 .map(|_| ()),
-            Outcome::Bury(why) => self
+            Verdict::Bury(why) => self
                 .reporter
                 .bury(pb::BuryRequest {
                     request_id: request_id(),
                     job: job_ref,
                     report: rep,
-                    reason: why.into(),
+                    reason: why.as_str().into(),
                 })
                 .await
                 .map(|_| ()),
-            Outcome::Abandon => Ok(()),
+            Verdict::Abandon => Ok(()),
         };
         match result {
             // The reservation was lost and taken over: the result is not ours to record.
@@ -434,6 +470,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use queue_fsm::FailReason;
 
     fn res(exit: Option<i32>) -> ExecResult {
         ExecResult {
@@ -444,32 +481,35 @@ mod tests {
 
     #[test]
     fn outcomes_follow_exit_codes_and_stops() {
-        assert_eq!(decide(&res(Some(0)), false, false), Outcome::Archive);
+        assert_eq!(decide(&res(Some(0)), false, false), Verdict::Archive);
         assert_eq!(
             decide(&res(Some(126)), false, false),
-            Outcome::Bury(reason::PERM)
+            Verdict::Bury(FailReason::Perm)
         );
         assert_eq!(
             decide(&res(Some(127)), false, false),
-            Outcome::Bury(reason::NOT_FOUND)
+            Verdict::Bury(FailReason::NotFound)
         );
         assert_eq!(
             decide(&res(Some(2)), false, false),
-            Outcome::Release(reason::EXIT)
+            Verdict::Release(FailReason::Exit)
         );
         assert_eq!(
             decide(&res(None), false, false),
-            Outcome::Release(reason::ABNORMAL)
+            Verdict::Release(FailReason::Abnormal)
         );
         let mut k = res(None);
         k.stopped = Some(StopReason::Requested);
-        assert_eq!(decide(&k, false, true), Outcome::Bury(reason::KILLED));
-        assert_eq!(decide(&k, true, false), Outcome::Release(reason::SIGNAL));
-        assert_eq!(decide(&k, false, false), Outcome::Abandon);
+        assert_eq!(decide(&k, false, true), Verdict::Bury(FailReason::Killed));
+        assert_eq!(
+            decide(&k, true, false),
+            Verdict::Release(FailReason::Signal)
+        );
+        assert_eq!(decide(&k, false, false), Verdict::Abandon);
         k.stopped = Some(StopReason::Time);
-        assert_eq!(decide(&k, false, false), Outcome::Release(reason::TIME));
+        assert_eq!(decide(&k, false, false), Verdict::Release(FailReason::Time));
         let mut s = res(None);
         s.setup_error = Some("working directory /x does not exist".into());
-        assert_eq!(decide(&s, false, false), Outcome::Bury(reason::CWD));
+        assert_eq!(decide(&s, false, false), Verdict::Bury(FailReason::Cwd));
     }
 }

@@ -1,15 +1,18 @@
 //! Storage: ordered keyspaces with point reads, prefix scans and atomic batches.
 //!
 //! The state machine reaches storage only through [`StoreRead`] and [`Store`]. Two
-//! implementations: [`MemStore`] (tests, property tests) and [`RocksStore`] (column families).
+//! implementations: [`MemStore`] (tests, property tests) and `RocksStore` (column families,
+//! behind the `rocksdb` cargo feature).
 //! [`txn::Txn`] layers the writes of the entry being applied over a store, so that commands
 //! in one entry see each other's writes and one entry becomes one atomic batch.
 
 mod mem;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 pub(crate) mod txn;
 
 pub use mem::MemStore;
+#[cfg(feature = "rocksdb")]
 pub use rocks::{RocksOptions, RocksStore};
 
 /// The keyspaces (RocksDB column families). Layouts are in `keys.rs`.
@@ -110,6 +113,9 @@ pub enum StoreError {
     Io(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The state machine was opened with settings out of range (a setup error, not damage).
+    #[error("invalid state machine config: {0}")]
+    InvalidConfig(#[from] crate::fsm::ConfigError),
 }
 
 pub type Kv = (Vec<u8>, Vec<u8>);
@@ -140,7 +146,8 @@ pub trait Store: StoreRead {
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None` when there is no
-/// such key (the prefix is empty or all 0xff).
+/// such key (the prefix is empty or all 0xff). The RocksDB store bounds its scans with it.
+#[cfg(feature = "rocksdb")]
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -204,12 +211,14 @@ mod tests {
         exercise(&mut MemStore::default());
     }
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn rocks_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&mut RocksStore::open(dir.path()).unwrap());
     }
 
+    #[cfg(feature = "rocksdb")]
     #[test]
     fn prefix_end_cases() {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));

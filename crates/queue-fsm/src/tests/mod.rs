@@ -3,6 +3,7 @@
 
 mod deps;
 mod determinism;
+mod key_actions;
 mod learning;
 mod transitions;
 

@@ -915,3 +915,37 @@ fn refused_command_in_an_entry_leaves_the_others() {
         .is_none());
     assert_eq!(applied.effects.woken_groups.len(), 1);
 }
+
+#[test]
+fn an_invalid_config_is_its_own_error() {
+    let config = FsmConfig {
+        learn_window: 0,
+        ..FsmConfig::default()
+    };
+    match Fsm::open(MemStore::default(), config) {
+        Err(StoreError::InvalidConfig(ConfigError::LearnWindowOutOfRange)) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("an invalid config was accepted"),
+    }
+    assert_eq!(
+        ConfigError::LearnWindowOutOfRange.to_string(),
+        "learn_window must be 1 to 10000"
+    );
+}
+
+#[test]
+fn spec_errors_name_the_field() {
+    use crate::limits::{validate_spec, FieldError};
+    assert_eq!(
+        validate_spec(&JobSpec::new(" ")),
+        Err(FieldError::new("cmd", "must not be empty"))
+    );
+    let mut spec = JobSpec::new("x");
+    spec.deps = vec![Dependency::Group(String::new())];
+    let e = validate_spec(&spec).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.reason.as_str()),
+        ("deps[0]", "must not be empty")
+    );
+    assert_eq!(e.to_string(), "deps[0]: must not be empty");
+}
