@@ -41,7 +41,7 @@ fn a_synced_append_and_the_token_survive_a_cut() {
     let mut mount = Mount::start(exe, options.clone(), &dir.path().join("lossyfs.log")).unwrap();
     let node_dir = options.mountpoint.join("node1");
 
-    let token = raftq_client::auth::ensure_token_file(&node_dir.join("token")).unwrap();
+    let token = raftq_node::auth::ensure_token_file(&node_dir.join("token")).unwrap();
     TypeConfig::run(async {
         let (mut log, _sm) = raft_store::open(
             &node_dir,

@@ -10,7 +10,6 @@
 //! [`ClientError::Unavailable`] (for a write, its outcome is then unknown).
 
 pub mod auth;
-pub mod jobline;
 
 pub use auth::Auth;
 
@@ -144,7 +143,8 @@ impl Client {
                 .map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
         }
         let channels = vec![None; nodes.len()];
-        let auth = Auth::new(config.token.as_deref()).map_err(ClientError::Config)?;
+        let auth =
+            Auth::new(config.token.as_deref()).map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Client {
             nodes,
             auth,

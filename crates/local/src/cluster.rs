@@ -164,12 +164,11 @@ impl LocalCluster {
         config: &str,
     ) -> Result<LocalCluster, LaunchError> {
         let token_path = dir.join("token");
-        let token = raftq_client::auth::ensure_token_file(&token_path).map_err(|reason| {
-            LaunchError::Token {
+        let token =
+            crate::token::ensure_token_file(&token_path).map_err(|e| LaunchError::Token {
                 path: token_path.clone(),
-                reason,
-            }
-        })?;
+                reason: e.to_string(),
+            })?;
         let nodes: Vec<LocalNode> = addrs
             .into_iter()
             .enumerate()

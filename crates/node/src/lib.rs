@@ -14,6 +14,8 @@
 //! - [`ticker`]: leader-only `RenewLeases` after election and `Tick` at each deadline.
 //! - [`raft_net`]: openraft's network over gRPC, both sides.
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
+//! - [`jobspec`]: wr's job lines (plain or JSON) into `JobSpec`s, as `raftq add` reads them.
+//! - [`auth`]: the cluster token on the node's side: checking calls, creating the file.
 //! - [`clock`]: the wall clock in milliseconds (with the test-only offset).
 //! - [`limits`]: bounds of messages and queues.
 //!
@@ -22,8 +24,10 @@
 //! does not use clap.
 
 pub mod admin_service;
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod jobspec;
 pub mod limits;
 pub mod node;
 pub mod proposer;

@@ -5,6 +5,7 @@
 //! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `serve`, and the shutdown.
 
 use crate::admin_service::AdminService;
+use crate::auth::CheckToken;
 use crate::clock::WallClock;
 use crate::config::NodeConfig;
 use crate::limits::{MAX_QUEUE_MESSAGE_BYTES, MAX_RAFT_MESSAGE_BYTES};
@@ -70,13 +71,10 @@ async fn bind(config: &NodeConfig) -> anyhow::Result<TcpListener> {
 }
 
 /// The cluster token (created on first start): what this node sends, and what it checks.
-fn load_token(
-    config: &NodeConfig,
-) -> anyhow::Result<(raftq_client::Auth, raftq_client::auth::CheckToken)> {
-    let token = raftq_client::auth::ensure_token_file(&config.token_path())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let auth = raftq_client::Auth::new(Some(&token)).map_err(anyhow::Error::msg)?;
-    let check = raftq_client::auth::CheckToken::new(&token);
+fn load_token(config: &NodeConfig) -> anyhow::Result<(raftq_client::Auth, CheckToken)> {
+    let token = crate::auth::ensure_token_file(&config.token_path())?;
+    let auth = raftq_client::Auth::new(Some(&token))?;
+    let check = CheckToken::new(&token);
     Ok((auth, check))
 }
 
@@ -214,7 +212,7 @@ async fn serve(
     listener: TcpListener,
     node: &Arc<Node>,
     raft: &RaftHandle,
-    check: raftq_client::auth::CheckToken,
+    check: CheckToken,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream_from(listener);

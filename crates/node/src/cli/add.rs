@@ -4,8 +4,8 @@
 use super::ClusterArg;
 use anyhow::{bail, Context};
 use clap::Args;
-use raftq_client::jobline::{parse_duration_s, parse_line, parse_memory_mb, JobDefaults};
 use raftq_client::Client;
+use raftq_node::jobspec::{parse_duration_s, parse_line, parse_memory_mb, JobDefaults};
 use raftq_proto::pb;
 use std::io::{BufRead, IsTerminal, Write};
 

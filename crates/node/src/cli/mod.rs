@@ -189,7 +189,7 @@ async fn shutdown_signal() {
 /// Client settings: the token from `--token-file`/`RAFTQ_TOKEN_FILE`, else `RAFTQ_TOKEN`.
 fn client_config(token_file: Option<&Path>) -> anyhow::Result<ClientConfig> {
     let token = match token_file {
-        Some(p) => Some(raftq_client::auth::read_token_file(p).map_err(anyhow::Error::msg)?),
+        Some(p) => Some(raftq_client::auth::read_token_file(p)?),
         None => std::env::var("RAFTQ_TOKEN").ok(),
     };
     Ok(ClientConfig {

@@ -2,8 +2,8 @@
 
 use super::{client_config, shutdown_signal, ClusterArg};
 use clap::Args;
-use raftq_client::jobline::parse_duration_s;
 use raftq_client::{Client, ClientConfig};
+use raftq_node::jobspec::parse_duration_s;
 use std::time::Duration;
 
 #[derive(Args)]

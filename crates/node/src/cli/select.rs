@@ -5,6 +5,7 @@
 use super::{ClusterArg, RepGroupArg};
 use anyhow::bail;
 use clap::Args;
+use queue_fsm::KeyAction;
 use raftq_client::Client;
 use raftq_proto::pb;
 
@@ -27,21 +28,13 @@ pub(super) enum Action {
 }
 
 impl Action {
-    /// The states of a rep group's jobs that the action is asked for.
-    fn states(self) -> &'static [pb::JobState] {
+    /// The queue's action behind the command; which states it takes is queue-fsm's rule
+    /// ([`KeyAction::states`]), asked here so that a rep group's jobs are chosen by it too.
+    fn key_action(self) -> KeyAction {
         match self {
-            Action::Kill => &[
-                pb::JobState::Running,
-                pb::JobState::Reserved,
-                pb::JobState::Lost,
-            ],
-            Action::Retry => &[pb::JobState::Buried],
-            Action::Remove => &[
-                pb::JobState::Dependent,
-                pb::JobState::Delayed,
-                pb::JobState::Ready,
-                pb::JobState::Buried,
-            ],
+            Action::Kill => KeyAction::Kill,
+            Action::Retry => KeyAction::Kick,
+            Action::Remove => KeyAction::Delete,
         }
     }
 }
@@ -93,10 +86,13 @@ async fn keys_in_group(
             stale: false,
         })
         .await?;
-    let want = action.states();
+    let want = action.key_action().states();
     Ok(jobs
         .into_iter()
-        .filter(|j| want.iter().any(|s| *s as i32 == j.state))
+        .filter(|j| {
+            want.iter()
+                .any(|s| pb::JobState::from(*s) as i32 == j.state)
+        })
         .map(|j| j.key)
         .collect())
 }

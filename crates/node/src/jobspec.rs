@@ -1,12 +1,15 @@
-//! Parsing the input of `raftq add`: one job per line, either a plain command or a JSON
-//! object with wr's field names (`cmd`, `cwd`, `memory` "1G", `time` "1h", `cpus`, ...).
-//! Flags give the defaults; a JSON field overrides its default.
+//! Jobs from wr's text format into [`pb::JobSpec`]: one job per line, either a plain command
+//! or a JSON object with wr's field names (`cmd`, `cwd`, `memory` "1G", `time` "1h", `cpus`,
+//! ...). [`JobDefaults`] gives the defaults (`raftq add` fills them from its flags); a JSON
+//! field overrides its default. It lives in the node library, free of clap, because whatever
+//! accepts jobs in this format (`raftq add` today, the node's REST API later) must validate
+//! them the same way.
 
 use raftq_proto::pb;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Defaults for every job of one `raftq add` (from its flags).
+/// Defaults for every job of one batch of lines (`raftq add` takes them from its flags).
 #[derive(Clone, Debug, Default)]
 pub struct JobDefaults {
     pub cwd: String,
@@ -241,7 +244,7 @@ fn from_json(j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, String
         .collect();
     for e in j.cmd_deps.unwrap_or_default() {
         let mounts = e.mounts.as_ref().map(value_str).unwrap_or_default();
-        let key = queue_fsm::JobKey::of(&e.cmd, &e.cwd, !e.cwd.is_empty(), &mounts);
+        let key = queue_fsm::JobKey::of_essence(&e.cmd, &e.cwd, &mounts);
         deps.push(pb::Dependency {
             target: Some(pb::dependency::Target::JobKey(key.to_string())),
         });
