@@ -40,7 +40,10 @@ async fn followers_forward_and_request_ids_dedupe_across_nodes() {
     let stats = via_follower.stats(false).await.unwrap();
     assert_eq!(stats.states["ready"], 15);
     let keys = first.keys.clone();
-    let jobs = via_follower.get(keys.clone(), false).await.unwrap();
+    let jobs = via_follower
+        .get(&raftq_tests::job_keys(&keys), false)
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 5);
 
     // step 4: a reserve retried with its request id on another node gets the same job and fence

@@ -64,7 +64,11 @@ async fn acknowledged_adds_survive_leader_kill() {
     let keys: Vec<String> = acked.iter().cloned().collect();
     let mut found = 0;
     for chunk in keys.chunks(2_000) {
-        found += client.get(chunk.to_vec(), false).await.unwrap().len();
+        found += client
+            .get(&raftq_tests::job_keys(chunk), false)
+            .await
+            .unwrap()
+            .len();
     }
     assert_eq!(found, acked.len(), "acknowledged jobs lost");
     let ready = total(&client, "ready").await as usize;

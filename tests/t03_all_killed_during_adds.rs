@@ -49,7 +49,11 @@ async fn nothing_acknowledged_is_lost_when_all_nodes_die() {
     let client = cluster.client();
     let mut found = 0;
     for chunk in acked.chunks(2_000) {
-        found += client.get(chunk.to_vec(), false).await.unwrap().len();
+        found += client
+            .get(&raftq_tests::job_keys(chunk), false)
+            .await
+            .unwrap()
+            .len();
     }
     assert_eq!(
         found,

@@ -33,7 +33,7 @@ async fn add(cluster: &Cluster, jobs: Vec<pb::JobSpec>) -> Vec<String> {
 async fn job_of(cluster: &Cluster, key: &str) -> pb::Job {
     cluster
         .client()
-        .get(vec![key.to_string()], false)
+        .get(&[raftq_tests::job_key(key)], false)
         .await
         .unwrap()
         .remove(0)
@@ -137,7 +137,7 @@ async fn runner_follows_wr_semantics() {
     assert_eq!(std::fs::read_to_string(o("ran")).unwrap().trim(), "after");
     let removed = cluster
         .client()
-        .get(vec![keys[7].clone()], false)
+        .get(&[raftq_tests::job_key(&keys[7])], false)
         .await
         .unwrap();
     assert!(
@@ -184,7 +184,7 @@ async fn kill_and_a_dying_runner() {
             .then_some(())
     })
     .await;
-    assert_eq!(client.kill(keys.clone()).await.unwrap(), 1);
+    assert_eq!(client.kill(&raftq_tests::job_keys(&keys)).await.unwrap(), 1);
     wait_for("the job to be buried", Duration::from_secs(30), || async {
         let j = job_of(&cluster, &keys[0]).await;
         (j.state == pb::JobState::Buried as i32).then_some(j)

@@ -12,6 +12,7 @@
 
 use crate::history::{Event, Kind, Op};
 use crate::rng::Rng;
+use queue_fsm::JobKey;
 use raftq_client::{Client, ClientError};
 use raftq_proto::pb;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,9 +84,10 @@ impl Default for Recorder {
 /// How a failed call goes into the history: a refusal certainly did not take effect (fail);
 /// anything else (timeout, unreachable cluster) may have (info).
 pub fn failure_kind(e: &ClientError) -> Kind {
-    match e {
-        ClientError::Refused(_) | ClientError::Invalid(_) | ClientError::Config(_) => Kind::Fail,
-        ClientError::Unavailable { .. } | ClientError::Status(_) => Kind::Info,
+    if e.had_no_effect() {
+        Kind::Fail
+    } else {
+        Kind::Info
     }
 }
 
@@ -355,8 +357,12 @@ pub async fn kick_buried(p: &Proc) -> Result<u64, ClientError> {
     if buried.is_empty() {
         return Ok(0);
     }
-    let keys = buried.into_iter().map(|j| j.key).collect();
-    p.run(Op::Kick { count: None }, p.client.kick(keys), |n| {
+    // The node's keys are well formed; one that were not could not be kicked anyway.
+    let keys: Vec<JobKey> = buried
+        .iter()
+        .filter_map(|j| JobKey::parse(&j.key))
+        .collect();
+    p.run(Op::Kick { count: None }, p.client.kick(&keys), |n| {
         Op::Kick { count: Some(*n) }
     })
     .await

@@ -8,8 +8,12 @@
 //!   them). Network input converts fallibly (`ConvertError` names the
 //!   field path); building each `Request` from its request message; fsm responses and stats to
 //!   pb; `CommandError` ↔ `tonic::Status` (via `x-raftq-error-bin` metadata).
+//! - [`endpoint`]: the one builder of a node's `http://HOST:PORT` endpoint.
+//! - [`limits`]: bounds both sides agree on (message size, longest Reserve wait).
 
 pub mod convert;
+pub mod endpoint;
+pub mod limits;
 
 #[allow(clippy::all, missing_docs)]
 pub mod pb {

@@ -214,3 +214,13 @@ where
         Err(()) => panic!("timed out waiting for {what}"),
     }
 }
+
+/// The key of a job as the node names it (the keys of an `AddResponse`, a `pb::Job`'s key).
+pub fn job_key(key: &str) -> queue_fsm::JobKey {
+    queue_fsm::JobKey::parse(key).unwrap_or_else(|| panic!("{key:?} is not a job key"))
+}
+
+/// [`job_key`] of each key.
+pub fn job_keys(keys: &[String]) -> Vec<queue_fsm::JobKey> {
+    keys.iter().map(|k| job_key(k)).collect()
+}

@@ -13,14 +13,16 @@ pub mod auth;
 
 pub use auth::Auth;
 
-use queue_fsm::CommandError;
+use queue_fsm::{CommandError, JobKey};
+use raftq_proto::endpoint::endpoint;
+use raftq_proto::limits::MAX_RESERVE_WAIT_MS;
 use raftq_proto::pb;
 use raftq_proto::pb::admin_client::AdminClient;
 use raftq_proto::pb::queue_client::QueueClient;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// A channel whose calls carry the cluster token.
@@ -28,8 +30,8 @@ pub type AuthChannel = tonic::service::interceptor::InterceptedService<Channel, 
 
 /// Metadata key of the leader's address on UNAVAILABLE replies.
 pub const LEADER_HEADER: &str = "x-raftq-leader";
-/// Largest message the client sends or accepts.
-pub const MAX_MESSAGE_BYTES: usize = 128 * 1024 * 1024;
+/// Largest message the client sends or accepts: the node's bound, one constant on the wire.
+pub use raftq_proto::limits::MAX_QUEUE_MESSAGE_BYTES as MAX_MESSAGE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -60,6 +62,26 @@ impl ClientError {
             ClientError::Refused(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// Whether the same call may succeed later: true when no node answered in time (or
+    /// a node reported a timeout-like status), false for refusals, invalid input and bad
+    /// configuration, which the same call meets again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ClientError::Unavailable { .. } => true,
+            ClientError::Status(s) => retryable(s),
+            ClientError::Refused(_) | ClientError::Invalid(_) | ClientError::Config(_) => false,
+        }
+    }
+
+    /// Whether the call certainly took no effect (it was refused or never valid); otherwise
+    /// a write may have been applied although no answer came back.
+    pub fn had_no_effect(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused(_) | ClientError::Invalid(_) | ClientError::Config(_)
+        )
     }
 }
 
@@ -114,6 +136,13 @@ fn ensure_id(id: &mut Vec<u8>) {
     }
 }
 
+/// One attempt's timeout with `extra` added (a blocking reserve's wait); saturating, as a
+/// caller's `extra` may be anything.
+fn attempt_timeout(config: &ClientConfig, extra: Duration) -> Duration {
+    config.attempt_timeout.saturating_add(extra)
+}
+
+/// Whether a node's reply means "try again" (this node or another) rather than an answer.
 fn retryable(s: &Status) -> bool {
     matches!(
         s.code(),
@@ -139,8 +168,7 @@ impl Client {
             ));
         }
         for n in &nodes {
-            Endpoint::from_shared(format!("http://{n}"))
-                .map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
+            endpoint(n).map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
         }
         let channels = vec![None; nodes.len()];
         let auth =
@@ -173,10 +201,8 @@ impl Client {
         if let Some(c) = &st.channels[i] {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(format!("http://{}", self.nodes[i]))
+        let c = endpoint(&self.nodes[i])
             .map_err(|e| ClientError::Config(e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
             .connect_lazy();
         st.channels[i] = Some(c.clone());
         Ok(c)
@@ -205,7 +231,7 @@ impl Client {
         loop {
             attempts += 1;
             let ch = self.channel(i)?;
-            let r = tokio::time::timeout(self.config.attempt_timeout + extra_timeout, f(ch)).await;
+            let r = tokio::time::timeout(attempt_timeout(&self.config, extra_timeout), f(ch)).await;
             let status = match r {
                 Ok(Ok(resp)) => {
                     self.set_current(i);
@@ -255,7 +281,8 @@ impl Client {
 
     // ---- typed API (each mutating call gets one request id for all its retries) ----------
 
-    /// One Queue-service call with retries; `f` makes the call on a fresh client stub.
+    /// One Queue-service call with retries; `f` makes the call on a fresh client stub. Every
+    /// Queue method goes through here (most through `queue_calls!`).
     async fn queue_call<Req, T, F, Fut>(
         &self,
         req: Req,
@@ -270,165 +297,40 @@ impl Client {
         self.call(extra, |ch| f(self.queue(ch), req.clone())).await
     }
 
-    pub async fn add(&self, mut req: pb::AddRequest) -> Result<pb::AddResponse, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.add(r).await },
-        )
-        .await
-    }
-
     /// Reserves a job, waiting up to `wait_ms` on the leader for one to be ready.
     pub async fn reserve(
         &self,
         mut req: pb::ReserveRequest,
     ) -> Result<pb::ReserveResponse, ClientError> {
         ensure_id(&mut req.request_id);
-        let extra = Duration::from_millis(req.wait_ms);
+        let extra = reserve_wait(req.wait_ms);
         self.queue_call(req, extra, |mut c, r| async move { c.reserve(r).await })
             .await
     }
 
-    pub async fn started(&self, mut req: pb::StartedRequest) -> Result<pb::Ack, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.started(r).await },
-        )
-        .await
+    pub async fn kick(&self, keys: &[JobKey]) -> Result<u64, ClientError> {
+        Ok(self.kick_rpc(keys_request(keys)).await?.count)
     }
 
-    pub async fn touch(&self, mut req: pb::TouchRequest) -> Result<pb::TouchResponse, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.touch(r).await },
-        )
-        .await
+    pub async fn kill(&self, keys: &[JobKey]) -> Result<u64, ClientError> {
+        Ok(self.kill_rpc(keys_request(keys)).await?.count)
     }
 
-    pub async fn archive(&self, mut req: pb::ArchiveRequest) -> Result<pb::Ack, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.archive(r).await },
-        )
-        .await
+    pub async fn delete(&self, keys: &[JobKey]) -> Result<pb::DeleteResponse, ClientError> {
+        self.delete_rpc(keys_request(keys)).await
     }
 
-    pub async fn release(
-        &self,
-        mut req: pb::ReleaseRequest,
-    ) -> Result<pb::ReleaseResponse, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.release(r).await },
-        )
-        .await
-    }
-
-    pub async fn bury(&self, mut req: pb::BuryRequest) -> Result<pb::Ack, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.bury(r).await },
-        )
-        .await
-    }
-
-    fn keys_request(keys: Vec<String>) -> pb::KeysRequest {
-        pb::KeysRequest {
-            request_id: request_id(),
-            keys,
-        }
-    }
-
-    pub async fn kick(&self, keys: Vec<String>) -> Result<u64, ClientError> {
-        let req = Self::keys_request(keys);
-        let r = self
-            .queue_call(
-                req,
-                Duration::ZERO,
-                |mut c, r| async move { c.kick(r).await },
-            )
-            .await?;
-        Ok(r.count)
-    }
-
-    pub async fn kill(&self, keys: Vec<String>) -> Result<u64, ClientError> {
-        let req = Self::keys_request(keys);
-        let r = self
-            .queue_call(
-                req,
-                Duration::ZERO,
-                |mut c, r| async move { c.kill(r).await },
-            )
-            .await?;
-        Ok(r.count)
-    }
-
-    pub async fn delete(&self, keys: Vec<String>) -> Result<pb::DeleteResponse, ClientError> {
-        let req = Self::keys_request(keys);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.delete(r).await },
-        )
-        .await
-    }
-
-    pub async fn modify(
-        &self,
-        mut req: pb::ModifyRequest,
-    ) -> Result<pb::ModifyResponse, ClientError> {
-        ensure_id(&mut req.request_id);
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.modify(r).await },
-        )
-        .await
-    }
-
-    pub async fn get(&self, keys: Vec<String>, stale: bool) -> Result<Vec<pb::Job>, ClientError> {
-        let req = pb::GetRequest { keys, stale };
-        let r = self
-            .queue_call(
-                req,
-                Duration::ZERO,
-                |mut c, r| async move { c.get(r).await },
-            )
-            .await?;
-        Ok(r.jobs)
+    pub async fn get(&self, keys: &[JobKey], stale: bool) -> Result<Vec<pb::Job>, ClientError> {
+        let keys = keys.iter().map(JobKey::to_string).collect();
+        Ok(self.get_rpc(pb::GetRequest { keys, stale }).await?.jobs)
     }
 
     pub async fn search(&self, req: pb::SearchRequest) -> Result<Vec<pb::Job>, ClientError> {
-        let r = self
-            .queue_call(
-                req,
-                Duration::ZERO,
-                |mut c, r| async move { c.search(r).await },
-            )
-            .await?;
-        Ok(r.jobs)
+        Ok(self.search_rpc(req).await?.jobs)
     }
 
     pub async fn stats(&self, stale: bool) -> Result<pb::StatsResponse, ClientError> {
-        let req = pb::StatsRequest { stale };
-        self.queue_call(
-            req,
-            Duration::ZERO,
-            |mut c, r| async move { c.stats(r).await },
-        )
-        .await
+        self.stats_rpc(pb::StatsRequest { stale }).await
     }
 
     pub async fn get_env(&self, env_hash: String) -> Result<Vec<String>, ClientError> {
@@ -436,14 +338,7 @@ impl Client {
             env_hash,
             stale: false,
         };
-        let r = self
-            .queue_call(
-                req,
-                Duration::ZERO,
-                |mut c, r| async move { c.get_env(r).await },
-            )
-            .await?;
-        Ok(r.env)
+        Ok(self.get_env_rpc(req).await?.env)
     }
 
     pub async fn set_limit(&self, group: String, limit: i64) -> Result<(), ClientError> {
@@ -452,10 +347,7 @@ impl Client {
             group,
             limit,
         };
-        self.queue_call(req, Duration::ZERO, |mut c, r| async move {
-            c.set_limit(r).await
-        })
-        .await?;
+        self.set_limit_rpc(req).await?;
         Ok(())
     }
 
@@ -526,5 +418,102 @@ impl Client {
         let mut req = tonic::Request::new(pb::DigestRequest {});
         req.set_timeout(Duration::from_secs(10));
         Ok(c.digest(req).await?.into_inner())
+    }
+}
+
+/// The Queue methods whose call is the request as given: `VIS fn NAME = METHOD(REQUEST) ->
+/// RESPONSE`, with `[request_id]` when the request carries an id, which is then filled in once
+/// for all retries of the call.
+macro_rules! queue_calls {
+    ($($(#[$doc:meta])* $vis:vis fn $name:ident = $method:ident($req:ty) -> $resp:ty $([$id:ident])?;)*) => {
+        impl Client {$(
+            $(#[$doc])*
+            $vis async fn $name(&self, req: $req) -> Result<$resp, ClientError> {
+                #[allow(unused_mut)]
+                let mut req = req;
+                $(ensure_id(&mut req.$id);)?
+                self.queue_call(req, Duration::ZERO, |mut c, r| async move { c.$method(r).await })
+                    .await
+            }
+        )*}
+    };
+}
+
+queue_calls! {
+    pub fn add = add(pb::AddRequest) -> pb::AddResponse [request_id];
+    pub fn started = started(pb::StartedRequest) -> pb::Ack [request_id];
+    pub fn touch = touch(pb::TouchRequest) -> pb::TouchResponse [request_id];
+    pub fn archive = archive(pb::ArchiveRequest) -> pb::Ack [request_id];
+    pub fn release = release(pb::ReleaseRequest) -> pb::ReleaseResponse [request_id];
+    pub fn bury = bury(pb::BuryRequest) -> pb::Ack [request_id];
+    pub fn modify = modify(pb::ModifyRequest) -> pb::ModifyResponse [request_id];
+    fn kick_rpc = kick(pb::KeysRequest) -> pb::CountResponse [request_id];
+    fn kill_rpc = kill(pb::KeysRequest) -> pb::CountResponse [request_id];
+    fn delete_rpc = delete(pb::KeysRequest) -> pb::DeleteResponse [request_id];
+    fn get_rpc = get(pb::GetRequest) -> pb::JobsResponse;
+    fn search_rpc = search(pb::SearchRequest) -> pb::JobsResponse;
+    fn stats_rpc = stats(pb::StatsRequest) -> pb::StatsResponse;
+    fn get_env_rpc = get_env(pb::GetEnvRequest) -> pb::GetEnvResponse;
+    fn set_limit_rpc = set_limit(pb::SetLimitRequest) -> pb::Ack [request_id];
+}
+
+/// The request of a call on jobs by key, with a fresh id.
+fn keys_request(keys: &[JobKey]) -> pb::KeysRequest {
+    pb::KeysRequest {
+        request_id: request_id(),
+        keys: keys.iter().map(JobKey::to_string).collect(),
+    }
+}
+
+/// How much longer than one attempt's timeout to wait for a blocking Reserve's answer: its
+/// wait, bounded by the longest a node waits (so a huge `wait_ms` neither overflows the
+/// attempt's timeout nor waits beyond what any node would).
+fn reserve_wait(wait_ms: u64) -> Duration {
+    Duration::from_millis(wait_ms.min(MAX_RESERVE_WAIT_MS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_reserve_wait_is_bounded_and_does_not_overflow() {
+        assert_eq!(reserve_wait(250), Duration::from_millis(250));
+        assert_eq!(
+            reserve_wait(u64::MAX),
+            Duration::from_millis(MAX_RESERVE_WAIT_MS)
+        );
+        let config = ClientConfig {
+            attempt_timeout: Duration::MAX,
+            ..ClientConfig::default()
+        };
+        assert_eq!(
+            attempt_timeout(&config, reserve_wait(u64::MAX)),
+            Duration::MAX
+        );
+        assert_eq!(
+            attempt_timeout(&ClientConfig::default(), Duration::from_secs(1)),
+            Duration::from_secs(16)
+        );
+    }
+
+    #[test]
+    fn only_unavailability_is_retryable() {
+        let unavailable = ClientError::Unavailable {
+            attempts: 3,
+            elapsed_ms: 10,
+            last: "n1: down".into(),
+        };
+        assert!(unavailable.retryable());
+        assert!(ClientError::Status(Status::deadline_exceeded("slow")).retryable());
+        assert!(!ClientError::Status(Status::internal("bug")).retryable());
+        assert!(!ClientError::Invalid("keys[0]".into()).retryable());
+        assert!(!ClientError::Config("no nodes".into()).retryable());
+        let refused = ClientError::Refused(CommandError::Invalid {
+            field: "x".into(),
+            reason: "y".into(),
+        });
+        assert!(!refused.retryable());
+        assert!(refused.had_no_effect() && !unavailable.had_no_effect());
     }
 }

@@ -19,7 +19,7 @@ use raftq_proto::pb;
 use raftq_proto::pb::raft_client::RaftClient;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 pub type RaftHandle = openraft::Raft<TypeConfig, raft_store::StateMachine>;
@@ -38,9 +38,7 @@ fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, postcard::Error> {
 
 /// A lazily connected channel to `addr` (host:port).
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
+    Ok(raftq_proto::endpoint::endpoint(addr)?
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy())

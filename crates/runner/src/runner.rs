@@ -4,7 +4,7 @@
 //! request id for hours, so an outcome is never lost and never recorded twice.
 
 use crate::exec::{self, ExecResult, ExecSpec, StopReason, WorkDir};
-use queue_fsm::{verdict, RunEnd, Verdict};
+use queue_fsm::{verdict, JobKey, RunEnd, Verdict};
 use raftq_client::{request_id, Client, ClientError};
 use raftq_proto::pb;
 use std::path::PathBuf;
@@ -219,7 +219,12 @@ impl Runner {
         tracing::debug!(key = %job.key, "outcome reported");
         // "remove" takes a failed job out of the queue once its failure is recorded.
         if remove && !matches!(verdict, Verdict::Archive | Verdict::Abandon) {
-            if let Err(e) = self.reporter.delete(vec![job.key.clone()]).await {
+            // A key the node sent is well formed; should one not be, there is nothing to remove.
+            let removed = match JobKey::parse(&job.key) {
+                Some(key) => self.reporter.delete(&[key]).await.map(|_| ()),
+                None => Err(ClientError::Invalid(format!("job key {:?}", job.key))),
+            };
+            if let Err(e) = removed {
                 tracing::warn!(key = %job.key, error = %e, "remove behaviour failed");
             }
         }

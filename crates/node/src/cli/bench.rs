@@ -6,6 +6,7 @@
 
 use super::client_config;
 use anyhow::{bail, Context};
+use queue_fsm::JobKey;
 use raftq_client::{request_id, Client, ClientConfig};
 use raftq_local::{small_job as job, LocalCluster};
 use raftq_proto::pb;
@@ -246,7 +247,10 @@ async fn add_in_own_group(client: &Client, jobs: &[pb::JobSpec]) -> anyhow::Resu
     }
     Ok(match first_key {
         Some(k) => client
-            .get(vec![k], false)
+            .get(
+                &[JobKey::parse(&k).ok_or_else(|| anyhow::anyhow!("bad job key {k:?}"))?],
+                false,
+            )
             .await?
             .first()
             .map(|j| j.sched_group.clone())

@@ -5,7 +5,7 @@
 use super::{ClusterArg, RepGroupArg};
 use anyhow::bail;
 use clap::Args;
-use queue_fsm::KeyAction;
+use queue_fsm::{JobKey, KeyAction};
 use raftq_client::Client;
 use raftq_proto::pb;
 
@@ -41,7 +41,11 @@ impl Action {
 
 pub(super) async fn run(a: SelectArgs, action: Action) -> anyhow::Result<()> {
     let client = a.cluster.client()?;
-    let mut keys = a.keys.clone();
+    let mut keys = a
+        .keys
+        .iter()
+        .map(|k| JobKey::parse(k).ok_or_else(|| anyhow::anyhow!("--key {k:?} is not a job key")))
+        .collect::<anyhow::Result<Vec<JobKey>>>()?;
     if let Some(g) = &a.group.rep_grp {
         keys.extend(keys_in_group(&client, g, &a.group, action).await?);
     } else if keys.is_empty() {
@@ -52,10 +56,10 @@ pub(super) async fn run(a: SelectArgs, action: Action) -> anyhow::Result<()> {
         return Ok(());
     }
     match action {
-        Action::Kill => println!("{} job(s) will be killed", client.kill(keys).await?),
-        Action::Retry => println!("{} job(s) put back in the queue", client.kick(keys).await?),
+        Action::Kill => println!("{} job(s) will be killed", client.kill(&keys).await?),
+        Action::Retry => println!("{} job(s) put back in the queue", client.kick(&keys).await?),
         Action::Remove => {
-            let r = client.delete(keys).await?;
+            let r = client.delete(&keys).await?;
             println!("removed {} job(s)", r.deleted);
             for s in r.skipped {
                 let why = pb::skipped::Why::try_from(s.why)
@@ -75,7 +79,7 @@ async fn keys_in_group(
     g: &str,
     sel: &RepGroupArg,
     action: Action,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<JobKey>> {
     let jobs = client
         .search(pb::SearchRequest {
             rep_grp: g.to_string(),
@@ -93,6 +97,7 @@ async fn keys_in_group(
             want.iter()
                 .any(|s| pb::JobState::from(*s) as i32 == j.state)
         })
-        .map(|j| j.key)
+        // The node's keys are well formed; one that were not could not be acted on anyway.
+        .filter_map(|j| JobKey::parse(&j.key))
         .collect())
 }
