@@ -93,11 +93,14 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert_eq!(ensure_token_file(&p).unwrap(), t);
         use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Reading checks the mode (raftq_client::auth's tests cover the refusal).
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read_token_file(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("chmod 600"));
+        assert!(matches!(
+            ensure_token_file(&p),
+            Err(TokenFileError::Read(TokenError::Exposed { .. }))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
