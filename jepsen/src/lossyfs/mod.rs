@@ -95,33 +95,7 @@ pub fn serve(o: &Options) -> io::Result<()> {
         if BufReader::new(&stream).read_line(&mut line).is_err() || line.trim().is_empty() {
             continue;
         }
-        let (reply, end) = {
-            let mut g = shared
-                .lock()
-                .map_err(|_| io::Error::other("lossyfs state lock poisoned"))?;
-            match line.trim() {
-                "status" => {
-                    let p = g.model.pending();
-                    (
-                        format!("ok files={} ops={} changes={}", p.files, p.ops, p.changes),
-                        false,
-                    )
-                }
-                "cut" => {
-                    g.dead = true;
-                    (format!("ok {}", g.model.cut(&mut rng)), true)
-                }
-                "stop" => {
-                    g.model.finish();
-                    g.dead = true;
-                    ("ok".to_string(), true)
-                }
-                other => (
-                    format!("error: unknown command {other:?} (cut, stop, status)"),
-                    false,
-                ),
-            }
-        };
+        let (reply, end) = command(&shared, line.trim(), &mut rng)?;
         if end {
             // Unmount before answering, so the caller can mount again at once. The mount is
             // also in the mount namespace of every node started while it was there (`ip netns
@@ -144,6 +118,39 @@ pub fn serve(o: &Options) -> io::Result<()> {
         let _ = writeln!(stream, "{reply}");
     }
     Ok(())
+}
+
+/// Carries out one control command; returns the reply and whether the mount ends now.
+fn command(
+    shared: &std::sync::Mutex<fs::Inner>,
+    command: &str,
+    rng: &mut Rng,
+) -> io::Result<(String, bool)> {
+    let mut g = shared
+        .lock()
+        .map_err(|_| io::Error::other("lossyfs state lock poisoned"))?;
+    Ok(match command {
+        "status" => {
+            let p = g.model.pending();
+            (
+                format!("ok files={} ops={} changes={}", p.files, p.ops, p.changes),
+                false,
+            )
+        }
+        "cut" => {
+            g.dead = true;
+            (format!("ok {}", g.model.cut(rng)), true)
+        }
+        "stop" => {
+            g.model.finish();
+            g.dead = true;
+            ("ok".to_string(), true)
+        }
+        other => (
+            format!("error: unknown command {other:?} (cut, stop, status)"),
+            false,
+        ),
+    })
 }
 
 /// The harness's handle on one running `raftq-jepsen lossyfs`.
