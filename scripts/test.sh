@@ -11,11 +11,17 @@ cargo build --workspace --bins
 # --all-targets leaves out doc tests: run those first, then everything else.
 cargo test --workspace --doc
 cargo test --workspace --all-targets
-# A short Jepsen run: 3 nodes in network namespaces, kill + partition, 60 s, then heal, drain
-# and check (docs/jepsen.md). Needs root; skipped with a message otherwise.
+# Two short Jepsen runs (docs/jepsen.md): 3 nodes in network namespaces, then heal, drain and
+# check. Kill + partition for 60 s; then power cuts for 30 s, the nodes' data directories on
+# lossyfs (FUSE), which drops every write and directory change not fsynced at each cut.
+# Needs root; skipped with a message otherwise. The binaries built above are run directly:
+# `cargo run -p raftq-jepsen` would build the crates again with that package's features.
 if [ "$(id -u)" -eq 0 ]; then
-  cargo run -p raftq-jepsen -- test --nodes 3 --workload queue --nemesis kill,partition \
+  jepsen="$CARGO_TARGET_DIR/debug/raftq-jepsen"
+  "$jepsen" test --nodes 3 --workload queue --nemesis kill,partition \
     --time-limit 60 --seed "${JEPSEN_SEED:-7}" --store "${JEPSEN_STORE:-store}"
+  "$jepsen" test --nodes 3 --workload queue --nemesis power \
+    --time-limit 30 --seed "${JEPSEN_SEED:-7}" --store "${JEPSEN_STORE:-store}"
 else
   echo "test.sh: SKIPPED the Jepsen run: it needs root (network namespaces, iptables)"
 fi

@@ -4,6 +4,7 @@
 //! node's output goes to `node-N.log` in the run's directory, appended across restarts.
 //! Nodes are numbered 0.. here (the nemesis' host indexes); their raftq ids are 1...
 
+use crate::lossyfs::{self, Mount};
 use crate::net::Net;
 use raftq_client::{Client, ClientConfig};
 use raftq_local::LocalCluster;
@@ -54,7 +55,25 @@ impl NodeOptions {
     }
 }
 
+/// Every node's data directory on lossyfs (the `power` nemesis's default, `--power-mode fs`).
+#[derive(Clone, Debug)]
+pub struct Lossy {
+    /// The raftq-jepsen binary (it serves the mounts: `raftq-jepsen lossyfs`).
+    pub exe: PathBuf,
+    pub tear: bool,
+    /// The run's seed; each node's mount draws from its own stream of it.
+    pub seed: u64,
+}
+
+/// Where node `i`'s data lives under lossyfs (its data directory is the mount point).
+pub fn backing_dir(run_dir: &Path, i: usize) -> PathBuf {
+    run_dir.join(format!("backing-{}", i + 1))
+}
+
 pub struct Cluster {
+    /// The nodes' lossyfs mounts (index = node) when the data directories are on lossyfs;
+    /// unmounted when the cluster drops, after `Drop` has killed the nodes.
+    mounts: Vec<Mount>,
     pub net: Net,
     pub dir: PathBuf,
     pub token: String,
@@ -85,6 +104,7 @@ impl Cluster {
         dir: &Path,
         bin: &Path,
         options: NodeOptions,
+        lossy: Option<Lossy>,
     ) -> Result<Cluster, String> {
         let net = Net::create(n, tag)?;
         let addrs: Vec<String> = net
@@ -116,7 +136,14 @@ impl Cluster {
             ..admin_config.clone()
         };
         let all = Client::new(addrs, all_config).map_err(|e| e.to_string())?;
+        let mut mounts = Vec::new();
+        if let Some(l) = &lossy {
+            for (i, node) in local.nodes.iter().enumerate() {
+                mounts.push(mount(l, dir, i, &node.data_dir)?);
+            }
+        }
         let mut c = Cluster {
+            mounts,
             net,
             dir: dir.to_path_buf(),
             token: local.token.clone(),
@@ -170,6 +197,19 @@ impl Cluster {
             return Ok(());
         }
         self.local.start(id_of(i)).map_err(|e| e.to_string())
+    }
+
+    /// The power cut of killed node `i`'s disk when it is on lossyfs: everything it had not
+    /// synced is dropped and the disk mounted again. Returns what was lost, or None without
+    /// lossyfs.
+    pub fn power_cut(&mut self, i: usize) -> Result<Option<String>, String> {
+        let Some(m) = self.mounts.get_mut(i) else {
+            return Ok(None);
+        };
+        let report = m
+            .cut_and_remount()
+            .map_err(|e| format!("power cut of n{}: {e}", i + 1))?;
+        Ok(Some(report.trim_start_matches("ok ").to_string()))
     }
 
     /// SIGKILL node `i` (a power loss when it runs in power-loss mode) and reap it.
@@ -253,8 +293,13 @@ impl Cluster {
             },
         };
         self.kill_node(i);
-        let data = self.local.nodes[i].data_dir.clone();
-        std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+        match self.mounts.get_mut(i) {
+            Some(m) => m.wipe().map_err(|e| format!("wiping n{id}'s disk: {e}"))?,
+            None => {
+                let data = self.local.nodes[i].data_dir.clone();
+                std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+            }
+        }
         self.removed[i] = true;
         // Wiped: it starts without --peers and waits to be added back.
         self.local.nodes[i].joins = true;
@@ -335,6 +380,27 @@ impl Drop for Cluster {
             self.kill_node(i);
         }
     }
+}
+
+/// Mounts node `i`'s lossyfs at its data directory `data_dir`.
+fn mount(l: &Lossy, run_dir: &Path, i: usize, data_dir: &Path) -> Result<Mount, String> {
+    let options = lossyfs::Options {
+        backing: backing_dir(run_dir, i),
+        mountpoint: data_dir.to_path_buf(),
+        // A socket path must fit in 108 bytes: under the temporary directory, not the run's.
+        control: std::env::temp_dir().join(format!(
+            "raftq-lossyfs-{}-{}.sock",
+            std::process::id(),
+            i + 1
+        )),
+        seed: crate::rng::Rng::new(l.seed)
+            .fork(1_000 + i as u64)
+            .next_u64(),
+        tear: l.tear,
+    };
+    let log = run_dir.join(format!("lossyfs-{}.log", i + 1));
+    Mount::start(&l.exe, options, &log)
+        .map_err(|e| format!("mounting n{}'s data directory on lossyfs: {e}", i + 1))
 }
 
 #[cfg(test)]

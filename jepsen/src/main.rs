@@ -99,6 +99,15 @@ struct TestArgs {
     /// Keep the nodes' data directories after a valid run.
     #[arg(long)]
     keep_data: bool,
+    /// How the `power` nemesis loses data: `fs` runs every node's data directory on lossyfs
+    /// and drops everything not fsynced (file data and directory entries) at each cut;
+    /// `wal` runs the nodes in RocksDB's un-synced-WAL simulation (the WAL only).
+    #[arg(long, default_value = "fs", value_parser = ["fs", "wal"])]
+    power_mode: String,
+    /// With `--power-mode fs`: at a cut, each file keeps a seeded random prefix of its
+    /// un-synced writes, the last one torn at a random byte.
+    #[arg(long)]
+    power_tear: bool,
 }
 
 #[derive(Args)]
@@ -200,7 +209,8 @@ fn main() -> ExitCode {
         }
         Cmd::Sim(a) => return ExitCode::from(simulate(a)),
         Cmd::Clean { force } => {
-            let (removed, kept) = raftq_jepsen::net::clean_all(force);
+            let (mut removed, kept) = raftq_jepsen::net::clean_all(force);
+            removed.extend(raftq_jepsen::lossyfs::clean_stale(force));
             for r in &removed {
                 eprintln!("removed {r}");
             }
@@ -296,6 +306,11 @@ fn test(a: TestArgs) -> Result<Validity, String> {
         raftq_bin,
         drain_timeout: Duration::from_secs(a.drain_timeout),
         keep_data: a.keep_data,
+        power_mode: if a.power_mode == "wal" {
+            run::PowerMode::Wal
+        } else {
+            run::PowerMode::Fs { tear: a.power_tear }
+        },
     };
     // every run stops by itself: the workload, the drain and at most 3 minutes more
     let bound = opts.time_limit + opts.drain_timeout + Duration::from_secs(180);

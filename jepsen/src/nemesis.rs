@@ -34,8 +34,9 @@ pub const NEMESES: &[(&str, &str)] = &[
     ),
     (
         "power",
-        "nodes run in power-loss mode; SIGKILL of one node, a minority or all: un-synced writes \
-         are lost",
+        "SIGKILL of one node, a minority or all, then a power cut: with --power-mode fs (the \
+         default) their data directories are on lossyfs and lose every write and directory \
+         change not fsynced; with --power-mode wal the nodes lose only their un-synced RocksDB WAL",
     ),
     (
         "membership",
@@ -232,12 +233,28 @@ pub async fn start(
 ) -> Result<(Active, String), String> {
     let n = c.len();
     match fault {
-        Fault::Kill { target } | Fault::Power { target } => {
+        Fault::Kill { target } => {
             let v = targets(c, *target, rng).await;
             for &i in &v {
                 c.kill_node(i);
             }
             Ok((Active::Killed(v.clone()), format!("killed {}", ids(&v))))
+        }
+        Fault::Power { target } => {
+            let v = targets(c, *target, rng).await;
+            let mut lost = Vec::new();
+            for &i in &v {
+                c.kill_node(i);
+                if let Some(report) = c.power_cut(i)? {
+                    lost.push(format!("n{}: {report}", i + 1));
+                }
+            }
+            let detail = if lost.is_empty() {
+                format!("killed {} (un-synced WAL lost)", ids(&v))
+            } else {
+                format!("power cut {}; lost {}", ids(&v), lost.join("; "))
+            };
+            Ok((Active::Killed(v.clone()), detail))
         }
         Fault::Pause { target } => {
             let v = targets(c, *target, rng).await;

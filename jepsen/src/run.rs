@@ -29,6 +29,17 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Keep the nodes' data directories after a valid run.
     pub keep_data: bool,
+    /// How the `power` nemesis loses data.
+    pub power_mode: PowerMode,
+}
+
+/// How a power cut of the `power` nemesis loses data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerMode {
+    /// Every node's data directory on lossyfs: everything not fsynced is dropped at the cut.
+    Fs { tear: bool },
+    /// RocksDB's un-synced-WAL simulation (`raftq node --power-loss-sim`): the WAL only.
+    Wal,
 }
 
 impl Options {
@@ -118,9 +129,10 @@ fn client_config(token: &str, deadline: Duration) -> ClientConfig {
 pub async fn run(o: Options) -> Result<Outcome, String> {
     let mut rng = Rng::new(o.seed);
     let plan = Plan::write(&o, &mut rng)?;
+    let power = o.nemeses.iter().any(|n| n == "power");
     let normal = NodeOptions {
         clock_offset_ms: 0,
-        power_loss: o.nemeses.iter().any(|n| n == "power"),
+        power_loss: power && o.power_mode == PowerMode::Wal,
     };
     let run = Run::start(&o, &plan.dir, normal).await?;
     let clients = Clients::spawn(&o, &run, &mut rng)?;
@@ -139,6 +151,9 @@ pub async fn run(o: Options) -> Result<Outcome, String> {
     if valid == Validity::True && !o.keep_data {
         for i in 0..o.nodes {
             let _ = std::fs::remove_dir_all(plan.dir.join(format!("node-{}", i + 1)));
+            let backing = crate::db::backing_dir(&plan.dir, i);
+            let _ = std::fs::remove_dir_all(crate::lossyfs::trash_of(&backing));
+            let _ = std::fs::remove_dir_all(backing);
         }
     }
     Ok(Outcome {
@@ -175,6 +190,11 @@ impl Plan {
             "nemesis": o.nemeses,
             "time_limit_s": o.time_limit.as_secs_f64(),
             "seed": o.seed,
+            "power_mode": match o.power_mode {
+                PowerMode::Fs { tear: false } => "fs",
+                PowerMode::Fs { tear: true } => "fs+tear",
+                PowerMode::Wal => "wal",
+            },
             "git_revision": git_revision(),
             "raftq_bin": o.raftq_bin.display().to_string(),
             "started_unix_ms": started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
@@ -213,7 +233,17 @@ impl Run {
     /// Starts the nodes and waits for a leader; the history's clock starts then.
     async fn start(o: &Options, dir: &Path, normal: NodeOptions) -> Result<Run, String> {
         let tag = (std::process::id() ^ (o.seed as u32).wrapping_mul(2_654_435_761)) % 100_000;
-        let cluster = Cluster::start(o.nodes, tag, dir, &o.raftq_bin, normal.clone())?;
+        let lossy = match o.power_mode {
+            PowerMode::Fs { tear } if o.nemeses.iter().any(|n| n == "power") => {
+                Some(crate::db::Lossy {
+                    exe: std::env::current_exe().map_err(|e| format!("finding myself: {e}"))?,
+                    tear,
+                    seed: o.seed,
+                })
+            }
+            _ => None,
+        };
+        let cluster = Cluster::start(o.nodes, tag, dir, &o.raftq_bin, normal.clone(), lossy)?;
         let token = cluster.token.clone();
         let addrs = cluster.addrs();
         if cluster
@@ -402,7 +432,13 @@ impl Run {
     /// Stops the nodes and removes the namespaces (before checking); the history stays.
     fn stop(self) -> Result<Arc<Recorder>, String> {
         match Arc::try_unwrap(self.cluster) {
-            Ok(c) => drop(c.into_inner()),
+            Ok(c) => {
+                // A node that died since it was last touched (e.g. one that could not start
+                // again after the heal) is a crash too.
+                let mut c = c.into_inner();
+                record_exits(&self.rec, &mut c);
+                drop(c)
+            }
             Err(_) => return Err("cluster still in use after the run".into()),
         }
         Ok(self.rec)

@@ -64,6 +64,7 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
         dir.path(),
         &raftq_local::raftq_for_tests().unwrap_or_else(|e| panic!("{e}")),
         NodeOptions::default(),
+        None,
     )
     .expect("namespaces and nodes");
     let net = &cluster.net;

@@ -164,25 +164,30 @@ impl Launcher for LocalLauncher {
     }
 }
 
+/// The runner registry's entries: (runner id, its file). A file `ID.runner` holds the
+/// runner's scheduler group; anything else in the directory is not an entry.
+pub fn registry_entries(dir: &Path) -> Vec<(u32, std::path::PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".runner")?.parse::<u32>().ok()?;
+            Some((id, e.path()))
+        })
+        .collect()
+}
+
 /// Live runners per group, from the registry; entries of dead runners are removed.
 pub fn live_runners(dir: &Path, launcher: &dyn Launcher) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name
-            .strip_suffix(".runner")
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (id, path) in registry_entries(dir) {
         if launcher.alive(id) {
-            let group = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let group = std::fs::read_to_string(&path).unwrap_or_default();
             *out.entry(group).or_default() += 1;
         } else {
-            let _ = std::fs::remove_file(e.path());
+            let _ = std::fs::remove_file(&path);
         }
     }
     out
@@ -193,15 +198,7 @@ fn host_cores() -> u32 {
 }
 
 fn host_ram_mb() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(1024, |kb| kb / 1024)
+    raftq_runner::exec::host_memory_kb().map_or(1024, |(total_kb, _)| total_kb / 1024)
 }
 
 /// How many runners to start per group, given what is ready, what runs, and the budget.

@@ -48,20 +48,23 @@ pub struct ExecSpec {
 /// The host counts as short of memory when less than this share of it is available.
 pub const SHORT_OF_MEMORY_PERCENT: u64 = 10;
 
-/// Whether less than `SHORT_OF_MEMORY_PERCENT` of the host's memory is available.
-pub fn host_short_of_memory() -> bool {
-    let Ok(m) = std::fs::read_to_string("/proc/meminfo") else {
-        return false;
-    };
+/// The host's memory from `/proc/meminfo`, in KiB: (total, available).
+pub fn host_memory_kb() -> Option<(u64, u64)> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
     let field = |name: &str| -> Option<u64> {
         m.lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
     };
-    match (field("MemTotal:"), field("MemAvailable:")) {
-        (Some(total), Some(avail)) => avail * 100 < total * SHORT_OF_MEMORY_PERCENT,
-        _ => false,
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// Whether less than `SHORT_OF_MEMORY_PERCENT` of the host's memory is available.
+pub fn host_short_of_memory() -> bool {
+    match host_memory_kb() {
+        Some((total, avail)) => avail * 100 < total * SHORT_OF_MEMORY_PERCENT,
+        None => false,
     }
 }
 

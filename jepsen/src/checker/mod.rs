@@ -7,6 +7,7 @@
 //! - `lifecycle`: each job's client-visible life is legal.
 //! - `completion`: after the final phase every acknowledged job is complete.
 //! - `convergence`: after the final phase every node's state digest is the same.
+//! - `crashes`: no node exited by itself and every restart worked.
 //! - `ordering`: priorities and delays (the ordering workload; soft by default).
 //! - `availability`: a summary of how the cluster served clients (not a correctness check).
 //! - `ops`: what the checkers and the report share: the history as operations (invocations
@@ -16,6 +17,7 @@
 mod availability;
 mod completion;
 mod convergence;
+mod crashes;
 mod fencing;
 mod lifecycle;
 mod ops;
@@ -27,6 +29,7 @@ mod total_queue;
 pub use availability::availability;
 pub use completion::completion;
 pub use convergence::convergence;
+pub use crashes::crashes;
 pub use fencing::fencing;
 pub use lifecycle::lifecycle;
 pub(crate) use ops::{client_ops, fault_windows, secs, FaultWindow};
@@ -103,6 +106,7 @@ pub fn check_all(history: &[Event], ordering_soft: bool) -> BTreeMap<String, Ver
     out.insert("lifecycle".to_string(), lifecycle(history));
     out.insert("completion".to_string(), completion(history));
     out.insert("convergence".to_string(), convergence(history));
+    out.insert("crashes".to_string(), crashes(history));
     out.insert(AVAILABILITY.to_string(), availability(history));
     let prioritized = history.iter().any(|e| {
         matches!(
@@ -166,6 +170,7 @@ mod tests {
                 "availability",
                 "completion",
                 "convergence",
+                "crashes",
                 "fencing",
                 "lifecycle",
                 "total-queue"

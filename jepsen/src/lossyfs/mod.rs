@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The source name of every lossyfs mount in the mount table.
+const FS_NAME: &str = "raftq-lossyfs";
+
 /// What `raftq-jepsen lossyfs` is given.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -70,10 +73,11 @@ pub fn serve(o: &Options) -> io::Result<()> {
     let shared = filesystem.shared();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        fuser::MountOption::FSName("raftq-lossyfs".into()),
+        fuser::MountOption::FSName(FS_NAME.into()),
         fuser::MountOption::RW,
     ];
     let session = fuser::spawn_mount(filesystem, &o.mountpoint, &config)?;
+    let connection = connection_of(&o.mountpoint);
     let _ = std::fs::remove_file(&o.control);
     let listener = UnixListener::bind(&o.control)?;
     eprintln!(
@@ -91,35 +95,16 @@ pub fn serve(o: &Options) -> io::Result<()> {
         if BufReader::new(&stream).read_line(&mut line).is_err() || line.trim().is_empty() {
             continue;
         }
-        let (reply, end) = {
-            let mut g = shared
-                .lock()
-                .map_err(|_| io::Error::other("lossyfs state lock poisoned"))?;
-            match line.trim() {
-                "status" => {
-                    let p = g.model.pending();
-                    (
-                        format!("ok files={} ops={} changes={}", p.files, p.ops, p.changes),
-                        false,
-                    )
-                }
-                "cut" => {
-                    g.dead = true;
-                    (format!("ok {}", g.model.cut(&mut rng)), true)
-                }
-                "stop" => {
-                    g.model.finish();
-                    g.dead = true;
-                    ("ok".to_string(), true)
-                }
-                other => (
-                    format!("error: unknown command {other:?} (cut, stop, status)"),
-                    false,
-                ),
-            }
-        };
+        let (reply, end) = command(&shared, line.trim(), &mut rng)?;
         if end {
-            // Unmount before answering, so the caller can mount again at once.
+            // Unmount before answering, so the caller can mount again at once. The mount is
+            // also in the mount namespace of every node started while it was there (`ip netns
+            // exec` copies the host's mounts, and a private root mount does not pass the
+            // unmount on): those copies would keep the connection, and this program, alive.
+            // Aborting the connection ends them all.
+            if let Some(c) = &connection {
+                abort_connection(c);
+            }
             let unmounted = session.umount_and_join();
             let _ = std::fs::remove_file(&o.control);
             let reply = match unmounted {
@@ -133,6 +118,39 @@ pub fn serve(o: &Options) -> io::Result<()> {
         let _ = writeln!(stream, "{reply}");
     }
     Ok(())
+}
+
+/// Carries out one control command; returns the reply and whether the mount ends now.
+fn command(
+    shared: &std::sync::Mutex<fs::Inner>,
+    command: &str,
+    rng: &mut Rng,
+) -> io::Result<(String, bool)> {
+    let mut g = shared
+        .lock()
+        .map_err(|_| io::Error::other("lossyfs state lock poisoned"))?;
+    Ok(match command {
+        "status" => {
+            let p = g.model.pending();
+            (
+                format!("ok files={} ops={} changes={}", p.files, p.ops, p.changes),
+                false,
+            )
+        }
+        "cut" => {
+            g.dead = true;
+            (format!("ok {}", g.model.cut(rng)), true)
+        }
+        "stop" => {
+            g.model.finish();
+            g.dead = true;
+            ("ok".to_string(), true)
+        }
+        other => (
+            format!("error: unknown command {other:?} (cut, stop, status)"),
+            false,
+        ),
+    })
 }
 
 /// The harness's handle on one running `raftq-jepsen lossyfs`.
@@ -242,6 +260,16 @@ impl Mount {
         Ok(reply)
     }
 
+    /// Empties the disk (the membership nemesis's wipe): unmounts, deletes the backing
+    /// directory's contents and mounts it again, so that no later cut brings anything back.
+    pub fn wipe(&mut self) -> io::Result<()> {
+        self.stop()?;
+        let backing = &self.options.backing;
+        std::fs::remove_dir_all(backing)?;
+        std::fs::create_dir_all(backing)?;
+        self.mount()
+    }
+
     /// Unmounts cleanly (everything written stays).
     pub fn stop(&mut self) -> io::Result<()> {
         if self.child.is_none() {
@@ -266,6 +294,57 @@ impl Drop for Mount {
             let _ = self.stop();
         }
     }
+}
+
+/// The kernel's control directory of the FUSE connection mounted at `mountpoint`
+/// (`/sys/fs/fuse/connections/<device minor>`).
+fn connection_of(mountpoint: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mountpoint).ok()?.dev();
+    Some(Path::new(FUSECTL).join(libc::minor(dev).to_string()))
+}
+
+/// Where the fusectl filesystem lists FUSE connections.
+const FUSECTL: &str = "/sys/fs/fuse/connections";
+
+/// Aborts a FUSE connection (mounting fusectl first if it is not mounted); failures are
+/// printed, not fatal: the unmount that follows still runs.
+fn abort_connection(connection: &Path) {
+    // Unmounted, the directory is empty; mounted, it lists this connection at least.
+    let mounted = std::fs::read_dir(FUSECTL).is_ok_and(|mut d| d.next().is_some());
+    if !mounted {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl", FUSECTL])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if let Err(e) = std::fs::write(connection.join("abort"), "1") {
+        eprintln!("lossyfs: aborting {}: {e}", connection.display());
+    }
+}
+
+/// Detaches the lossyfs mounts whose program is gone (a killed run's), or all of them with
+/// `force`; returns the mount points detached.
+pub fn clean_stale(force: bool) -> Vec<String> {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 3 || f[0] != FS_NAME {
+            continue;
+        }
+        let point = Path::new(f[1]);
+        let dead =
+            matches!(std::fs::metadata(point), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN));
+        if force || dead {
+            force_unmount(point);
+            out.push(format!("lossyfs mount {}", point.display()));
+        }
+    }
+    out
 }
 
 /// Detaches a FUSE mount whatever its state (its program may be dead).

@@ -53,20 +53,14 @@ fn signal_pid(pid: i32, sig: i32) {
 /// Stops the runners the local scheduler started (SIGTERM: each releases its job and exits).
 pub(super) fn stop_runners(dir: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir.join("runners")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name
-                .strip_suffix(".runner")
-                .and_then(|p| p.parse::<i32>().ok())
-            {
-                if process_alive(pid) {
-                    signal_pid(pid, libc::SIGTERM);
-                    pids.push(pid);
-                }
-                let _ = std::fs::remove_file(e.path());
-            }
+    for (id, path) in raftq_node::scheduler::registry_entries(&dir.join("runners")) {
+        // Registry ids are the pids of the runners this host's scheduler started.
+        let pid = id as i32;
+        if process_alive(pid) {
+            signal_pid(pid, libc::SIGTERM);
+            pids.push(pid);
         }
+        let _ = std::fs::remove_file(path);
     }
     pids
 }
