@@ -1,7 +1,8 @@
 //! The lose-unsynced-writes filesystem through the real kernel: mounted with FUSE, used with
 //! plain file calls, cut, mounted again. Needs root and /dev/fuse (CI runs as root).
 
-use raftq_jepsen::lossyfs::{Mount, Options};
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -26,21 +27,14 @@ fn mounted(mountpoint: &Path) -> bool {
 
 #[test]
 fn a_cut_loses_what_was_not_synced_and_keeps_what_was() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting FUSE needs root");
+    let Some(common::Mounted {
+        dir: _dir,
+        options,
+        mut mount,
+    }) = common::mount_in_tempdir(7)
+    else {
         return;
-    }
-    let dir = tempfile::TempDir::new().unwrap();
-    let options = Options {
-        backing: dir.path().join("data"),
-        mountpoint: dir.path().join("mnt"),
-        control: dir.path().join("control.sock"),
-        seed: 7,
-        tear: false,
     };
-    let exe = Path::new(env!("CARGO_BIN_EXE_raftq-jepsen"));
-    let mut mount = Mount::start(exe, options.clone(), &dir.path().join("lossyfs.log")).unwrap();
     let m = options.mountpoint.clone();
     assert!(
         mounted(&m),

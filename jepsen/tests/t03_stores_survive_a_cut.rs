@@ -10,8 +10,9 @@ use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
 use openraft::type_config::TypeConfigExt;
 use raft_store::types::{Entry, LogId};
 use raft_store::{RocksOptions, TypeConfig};
-use raftq_jepsen::lossyfs::{Mount, Options};
 use std::path::Path;
+
+mod common;
 
 fn log_id(index: u64) -> LogId {
     openraft::testing::log_id::<TypeConfig>(1, 1, index)
@@ -22,33 +23,31 @@ fn blank(index: u64) -> Entry {
     Entry::new_blank(log_id(index))
 }
 
+/// The node's two stores under `dir`.
+fn open(dir: &Path) -> (raft_store::LogStore, raft_store::StateMachine) {
+    raft_store::open(
+        dir,
+        queue_fsm::FsmConfig::default(),
+        RocksOptions::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_synced_append_and_the_token_survive_a_cut() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting FUSE needs root");
+    let Some(common::Mounted {
+        dir: _dir,
+        options,
+        mut mount,
+    }) = common::mount_in_tempdir(3)
+    else {
         return;
-    }
-    let dir = tempfile::TempDir::new().unwrap();
-    let options = Options {
-        backing: dir.path().join("data"),
-        mountpoint: dir.path().join("mnt"),
-        control: dir.path().join("control.sock"),
-        seed: 3,
-        tear: false,
     };
-    let exe = Path::new(env!("CARGO_BIN_EXE_raftq-jepsen"));
-    let mut mount = Mount::start(exe, options.clone(), &dir.path().join("lossyfs.log")).unwrap();
     let node_dir = options.mountpoint.join("node1");
 
     let token = raftq_node::auth::ensure_token_file(&node_dir.join("token")).unwrap();
     TypeConfig::run(async {
-        let (mut log, _sm) = raft_store::open(
-            &node_dir,
-            queue_fsm::FsmConfig::default(),
-            RocksOptions::default(),
-        )
-        .unwrap();
+        let (mut log, _sm) = open(&node_dir);
         log.blocking_append((0..=5).map(blank)).await.unwrap();
     });
     let report = mount.cut_and_remount().unwrap();
@@ -60,12 +59,7 @@ fn a_synced_append_and_the_token_survive_a_cut() {
         "the token file did not survive"
     );
     TypeConfig::run(async {
-        let (mut log, _sm) = raft_store::open(
-            &node_dir,
-            queue_fsm::FsmConfig::default(),
-            RocksOptions::default(),
-        )
-        .unwrap();
+        let (mut log, _sm) = open(&node_dir);
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(5)), "synced appends lost");
         let entries = log.try_get_log_entries(0..6).await.unwrap();

@@ -136,16 +136,21 @@ fn a_directory_sync_covers_only_that_directory() {
     assert!(!t.root.join("d").exists());
 }
 
-#[test]
-fn rename_over_a_file_is_undone_without_a_directory_sync() {
-    // The snapshot-file pattern: write a temp file, fsync it, rename it over the current one.
-    let mut t = t(false);
+/// The snapshot-file pattern: write a temp file, fsync it, rename it over the current one
+/// (no directory fsync yet).
+fn snapshot_renamed_over(t: &mut T) {
     std::fs::write(t.root.join("current"), b"old snapshot").unwrap();
     let tmp = t.create("current.tmp");
     t.write(&tmp, 0, b"new snapshot");
     t.m.sync_file(tmp.0);
     t.m.rename(Path::new("current.tmp"), Path::new("current"))
         .unwrap();
+}
+
+#[test]
+fn rename_over_a_file_is_undone_without_a_directory_sync() {
+    let mut t = t(false);
+    snapshot_renamed_over(&mut t);
     assert_eq!(t.read("current").unwrap(), b"new snapshot");
     assert_eq!(t.trash_entries(), 1, "the replaced file waits in the trash");
     t.cut(1);
@@ -157,12 +162,7 @@ fn rename_over_a_file_is_undone_without_a_directory_sync() {
 #[test]
 fn rename_with_a_directory_sync_stays_and_empties_the_trash() {
     let mut t = t(false);
-    std::fs::write(t.root.join("current"), b"old snapshot").unwrap();
-    let tmp = t.create("current.tmp");
-    t.write(&tmp, 0, b"new snapshot");
-    t.m.sync_file(tmp.0);
-    t.m.rename(Path::new("current.tmp"), Path::new("current"))
-        .unwrap();
+    snapshot_renamed_over(&mut t);
     t.m.sync_dir(Path::new(""));
     assert_eq!(t.trash_entries(), 0);
     let r = t.cut(1);
