@@ -204,11 +204,9 @@ fn int_in(field: &str, v: i64, max: i64) -> Result<u32, (String, String)> {
     Ok(v as u32)
 }
 
-/// The job of a JSON object line.
-fn from_json(j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, String)> {
-    let cmd = j
-        .cmd
-        .ok_or_else(|| ("cmd".to_string(), "is required".to_string()))?;
+/// The requirements of a JSON object line: its `memory`, `time`, `cpus` and `disk`, or the
+/// defaults.
+fn json_requirements(j: &JsonJob, d: &JobDefaults) -> Result<pb::Requirements, (String, String)> {
     let ram_mb = match &j.memory {
         None => d.memory_mb,
         Some(serde_json::Value::Number(n)) => n
@@ -234,21 +232,47 @@ fn from_json(j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, String
         None => d.disk_gb,
         Some(v) => int_in("disk", v, u32::MAX as i64)?,
     };
-    let mut deps: Vec<pb::Dependency> = j
-        .deps
+    Ok(pb::Requirements {
+        ram_mb,
+        time_s,
+        cores_milli,
+        disk_gb,
+        other: BTreeMap::new().into_iter().collect(),
+    })
+}
+
+/// The dependencies of a JSON object line: dep groups (`deps`, or the defaults) and jobs
+/// named by their essence (`cmd_deps`).
+fn json_deps(
+    groups: Option<Vec<String>>,
+    essences: Option<Vec<JsonEssence>>,
+    d: &JobDefaults,
+) -> Vec<pb::Dependency> {
+    let mut deps: Vec<pb::Dependency> = groups
         .unwrap_or_else(|| d.deps.clone())
         .into_iter()
         .map(|g| pb::Dependency {
             target: Some(pb::dependency::Target::DepGroup(g)),
         })
         .collect();
-    for e in j.cmd_deps.unwrap_or_default() {
+    for e in essences.unwrap_or_default() {
         let mounts = e.mounts.as_ref().map(value_str).unwrap_or_default();
         let key = queue_fsm::JobKey::of_essence(&e.cmd, &e.cwd, &mounts);
         deps.push(pb::Dependency {
             target: Some(pb::dependency::Target::JobKey(key.to_string())),
         });
     }
+    deps
+}
+
+/// The job of a JSON object line.
+fn from_json(mut j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, String)> {
+    let cmd = j
+        .cmd
+        .take()
+        .ok_or_else(|| ("cmd".to_string(), "is required".to_string()))?;
+    let requirements = json_requirements(&j, d)?;
+    let deps = json_deps(j.deps, j.cmd_deps, d);
     let mut bs = Vec::new();
     behaviours(
         &mut bs,
@@ -271,13 +295,7 @@ fn from_json(j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, String
         mounts: j.mounts.as_ref().map(value_str).unwrap_or_default(),
         rep_grp: j.rep_grp.unwrap_or_else(|| d.rep_grp.clone()),
         req_grp: j.req_grp.unwrap_or_else(|| d.req_grp.clone()),
-        requirements: Some(pb::Requirements {
-            ram_mb,
-            time_s,
-            cores_milli,
-            disk_gb,
-            other: BTreeMap::new().into_iter().collect(),
-        }),
+        requirements: Some(requirements),
         r#override: match j.override_mode {
             None => d.override_mode,
             Some(v) => int_in("override", v, 2)?,
