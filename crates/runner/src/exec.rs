@@ -266,6 +266,15 @@ fn prepare_dirs(dir: &WorkDir) -> Result<(PathBuf, PathBuf), String> {
     }
 }
 
+/// The result of a command that could not be started.
+fn setup_failed(reason: String, actual_cwd: PathBuf) -> ExecResult {
+    ExecResult {
+        setup_error: Some(reason),
+        actual_cwd,
+        ..ExecResult::default()
+    }
+}
+
 /// Runs the command to its end. `kill` (set to true) stops it; `on_start` gets the pid.
 pub async fn run(
     spec: &ExecSpec,
@@ -274,12 +283,7 @@ pub async fn run(
 ) -> ExecResult {
     let (cwd, tmp) = match prepare_dirs(&spec.dir) {
         Ok(d) => d,
-        Err(e) => {
-            return ExecResult {
-                setup_error: Some(e),
-                ..ExecResult::default()
-            }
-        }
+        Err(e) => return setup_failed(e, PathBuf::default()),
     };
     let mut cmd = command(spec, &cwd, &tmp);
     let start = Instant::now();
@@ -288,11 +292,7 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            return ExecResult {
-                setup_error: Some(format!("starting {}: {e}", spec.shell)),
-                actual_cwd: cwd,
-                ..ExecResult::default()
-            };
+            return setup_failed(format!("starting {}: {e}", spec.shell), cwd);
         }
     };
     let pid = child.id().unwrap_or(0);
@@ -301,11 +301,7 @@ pub async fn run(
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill().await;
         let _ = std::fs::remove_dir_all(&tmp);
-        return ExecResult {
-            setup_error: Some("the command's output pipes were not created".into()),
-            actual_cwd: cwd,
-            ..ExecResult::default()
-        };
+        return setup_failed("the command's output pipes were not created".into(), cwd);
     };
     let out = tokio::spawn(drain(stdout));
     let err = tokio::spawn(drain(stderr));
