@@ -204,25 +204,36 @@ fn int_in(field: &str, v: i64, max: i64) -> Result<u32, (String, String)> {
     Ok(v as u32)
 }
 
+/// A field that is either a plain number in its unit (`memory` 500, `time` 90) or text that
+/// `parse` reads (`"1G"`, `"1h30m"`); `default` when absent.
+fn number_or_text(
+    field: &str,
+    value: &Option<serde_json::Value>,
+    default: u32,
+    unit: &str,
+    parse: fn(&str) -> Result<u32, String>,
+) -> Result<u32, (String, String)> {
+    match value {
+        None => Ok(default),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| (field.to_string(), format!("{n} is not {unit}"))),
+        Some(v) => parse(&value_str(v)).map_err(|e| (field.to_string(), e)),
+    }
+}
+
 /// The requirements of a JSON object line: its `memory`, `time`, `cpus` and `disk`, or the
 /// defaults.
 fn json_requirements(j: &JsonJob, d: &JobDefaults) -> Result<pb::Requirements, (String, String)> {
-    let ram_mb = match &j.memory {
-        None => d.memory_mb,
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| ("memory".to_string(), format!("{n} is not a size in MB")))?,
-        Some(v) => parse_memory_mb(&value_str(v)).map_err(|e| ("memory".to_string(), e))?,
-    };
-    let time_s = match &j.time {
-        None => d.time_s,
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| ("time".to_string(), format!("{n} is not seconds")))?,
-        Some(v) => parse_duration_s(&value_str(v)).map_err(|e| ("time".to_string(), e))?,
-    };
+    let ram_mb = number_or_text(
+        "memory",
+        &j.memory,
+        d.memory_mb,
+        "a size in MB",
+        parse_memory_mb,
+    )?;
+    let time_s = number_or_text("time", &j.time, d.time_s, "seconds", parse_duration_s)?;
     let cores_milli = match j.cpus {
         None => d.cores_milli,
         Some(c) if c.is_finite() && (0.0..=4096.0).contains(&c) => (c * 1000.0).round() as u32,

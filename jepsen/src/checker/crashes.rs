@@ -5,22 +5,14 @@
 //! run invalid: a node that cannot restart after a fault would leave a real cluster a member
 //! short for good, and a majority of them would end it.
 
-use super::Verdict;
-use crate::history::{Event, Kind, Op};
+use super::{fault_events, Verdict};
+use crate::history::{Event, Kind};
 
 pub fn crashes(history: &[Event]) -> Verdict {
     let mut v = Verdict::new();
-    for e in history {
-        let Op::Fault {
-            name,
-            action,
-            detail,
-        } = &e.op
-        else {
-            continue;
-        };
-        match (name.as_str(), action.as_str(), e.kind) {
-            ("crash", _, _) => v.violation("crash", detail.clone()),
+    for (e, name, action, detail) in fault_events(history) {
+        match (name, action, e.kind) {
+            ("crash", _, _) => v.violation("crash", detail.to_string()),
             (_, "stop", Kind::Fail) => v.violation(
                 "restart_failed",
                 format!(
@@ -39,7 +31,7 @@ pub fn crashes(history: &[Event]) -> Verdict {
 mod tests {
     use super::*;
     use crate::checker::Validity;
-    use crate::history::NEMESIS;
+    use crate::history::{Op, NEMESIS};
 
     fn fault(kind: Kind, name: &str, action: &str, detail: &str, error: Option<&str>) -> Event {
         Event {

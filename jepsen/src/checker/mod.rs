@@ -32,7 +32,7 @@ pub use convergence::convergence;
 pub use crashes::crashes;
 pub use fencing::fencing;
 pub use lifecycle::lifecycle;
-pub(crate) use ops::{client_ops, fault_windows, secs, FaultWindow};
+pub(crate) use ops::{client_ops, fault_events, fault_windows, secs, FaultWindow};
 pub use ordering::ordering;
 pub use total_queue::total_queue;
 

@@ -119,6 +119,18 @@ pub(crate) struct FaultWindow {
     pub stop_ns: Option<u64>,
 }
 
+/// The nemesis' fault events: (event, fault name, action, detail).
+pub(crate) fn fault_events(history: &[Event]) -> impl Iterator<Item = (&Event, &str, &str, &str)> {
+    history.iter().filter_map(|e| match &e.op {
+        Op::Fault {
+            name,
+            action,
+            detail,
+        } if e.process == NEMESIS => Some((e, name.as_str(), action.as_str(), detail.as_str())),
+        _ => None,
+    })
+}
+
 /// The fault windows, from the nemesis' `Fault` events: a start (invoke, or ok without an
 /// invoke) opens a window of that name (its detail: the start ok's, else the invoke's), a
 /// failed start drops it, and a stop (ok or info) closes the oldest open window of that name;
@@ -130,24 +142,13 @@ pub(crate) fn fault_windows(history: &[Event]) -> Vec<FaultWindow> {
     }
     let mut open: BTreeMap<&str, VecDeque<Open>> = BTreeMap::new();
     let mut out = Vec::new();
-    for e in history {
-        if e.process != NEMESIS {
-            continue;
-        }
-        let Op::Fault {
-            name,
-            action,
-            detail,
-        } = &e.op
-        else {
-            continue;
-        };
-        let q = open.entry(name.as_str()).or_default();
-        match (action.as_str(), e.kind) {
+    for (e, name, action, detail) in fault_events(history) {
+        let q = open.entry(name).or_default();
+        match (action, e.kind) {
             ("start", Kind::Invoke) => q.push_back(Open {
                 w: FaultWindow {
-                    name: name.clone(),
-                    detail: detail.clone(),
+                    name: name.to_string(),
+                    detail: detail.to_string(),
                     start_ns: e.time_ns,
                     stop_ns: None,
                 },
@@ -163,13 +164,13 @@ pub(crate) fn fault_windows(history: &[Event]) -> Vec<FaultWindow> {
                     o.start_done = true;
                     // what the fault hit is known once it is in force
                     if !detail.is_empty() {
-                        o.w.detail = detail.clone();
+                        o.w.detail = detail.to_string();
                     }
                 }
                 None => q.push_back(Open {
                     w: FaultWindow {
-                        name: name.clone(),
-                        detail: detail.clone(),
+                        name: name.to_string(),
+                        detail: detail.to_string(),
                         start_ns: e.time_ns,
                         stop_ns: None,
                     },
