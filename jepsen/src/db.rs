@@ -7,7 +7,7 @@
 use crate::lossyfs::{self, Mount};
 use crate::net::Net;
 use raftq_client::{Client, ClientConfig};
-use raftq_local::LocalCluster;
+use raftq_local::{LocalCluster, LocalNode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,11 +45,16 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
-    /// The `raftq node` arguments that set these options.
-    fn args(&self) -> Vec<String> {
+    /// The `raftq node` arguments that set these options for `node`. On lossyfs each node
+    /// reads the token from its own disk (written there by [`Cluster::put_token_on_disk`]),
+    /// so that a token file that was not made durable is lost at a cut like any other file.
+    fn args_for(&self, node: &LocalNode, on_lossyfs: bool) -> Vec<String> {
         let mut args = vec![format!("--clock-offset-ms={}", self.clock_offset_ms)];
         if self.power_loss {
             args.push("--power-loss-sim".into());
+        }
+        if on_lossyfs {
+            args.push(format!("--token-file={}", node_token(node).display()));
         }
         args
     }
@@ -63,6 +68,11 @@ pub struct Lossy {
     pub tear: bool,
     /// The run's seed; each node's mount draws from its own stream of it.
     pub seed: u64,
+}
+
+/// The token file on `node`'s own disk (used on lossyfs).
+fn node_token(node: &LocalNode) -> PathBuf {
+    node.data_dir.join("token")
 }
 
 /// Where node `i`'s data lives under lossyfs (its data directory is the mount point).
@@ -114,9 +124,10 @@ impl Cluster {
             .collect();
         let mut local = LocalCluster::new(bin.to_path_buf(), dir, addrs.clone(), NODE_CONFIG)
             .map_err(|e| e.to_string())?;
+        let on_lossyfs = lossy.is_some();
         for (i, node) in local.nodes.iter_mut().enumerate() {
             node.wrapper = net.wrapper(i);
-            node.args = options.args();
+            node.args = options.args_for(node, on_lossyfs);
         }
         let admin_config = ClientConfig {
             token: Some(local.token.clone()),
@@ -155,6 +166,7 @@ impl Cluster {
             exits: Vec::new(),
         };
         for i in 0..n {
+            c.put_token_on_disk(i)?;
             c.start_node(i)?;
         }
         Ok(c)
@@ -228,9 +240,20 @@ impl Cluster {
     /// Restarts node `i` with other options (the clock nemesis).
     pub fn restart_with(&mut self, i: usize, options: NodeOptions) -> Result<(), String> {
         self.kill_node(i);
-        self.local.nodes[i].args = options.args();
+        self.local.nodes[i].args = options.args_for(&self.local.nodes[i], !self.mounts.is_empty());
         self.options[i] = options;
         self.start_node(i)
+    }
+
+    /// On lossyfs, writes the cluster token to node `i`'s disk, as an operator installs it on
+    /// a new machine: once, when the disk is new (at the start, after a wipe), never again,
+    /// so that what a cut takes from it stays lost.
+    fn put_token_on_disk(&self, i: usize) -> Result<(), String> {
+        if self.mounts.is_empty() {
+            return Ok(());
+        }
+        let path = node_token(&self.local.nodes[i]);
+        raftq_client::auth::write_token_file(&path, &self.token).map_err(|e| e.to_string())
     }
 
     pub fn options(&self, i: usize) -> NodeOptions {
@@ -317,6 +340,7 @@ impl Cluster {
 
     /// Starts removed node `i` empty and adds it back; returns the voters after the change.
     pub async fn readd_member(&mut self, i: usize) -> Result<Vec<u64>, String> {
+        self.put_token_on_disk(i)?;
         self.start_node(i)?;
         let id = id_of(i);
         let voters = match self

@@ -1,7 +1,8 @@
-//! The cluster token, as a client uses it: every call to a node carries
-//! `authorization: Bearer <token>` ([`Auth`]), and the token comes from a file readable by its
-//! owner only ([`read_token_file`]). Checking tokens and creating the file are the node's
-//! (`raftq_node::auth`).
+//! The cluster token: every call to a node carries `authorization: Bearer <token>` ([`Auth`]),
+//! and the token comes from a file readable by its owner only ([`read_token_file`]). The one
+//! writer of that file is here too ([`write_token_file`], [`ensure_token_file`]): the node
+//! makes it on first start, `raftq up` and the test launcher before their nodes start, jepsen
+//! on each node's disk. Checking incoming tokens is the node's (`raftq_node::auth`).
 
 use std::path::{Path, PathBuf};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -26,6 +27,11 @@ pub enum TokenError {
     Empty { path: PathBuf },
     #[error("the token must be printable ASCII")]
     NotAscii,
+    #[error("writing token file {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The header value for `token`: `Bearer <token>`, surrounding whitespace dropped. The node
@@ -82,6 +88,38 @@ pub fn read_token_file(path: &Path) -> Result<String, TokenError> {
     Ok(t)
 }
 
+/// A new random token, hex encoded (32 random bytes' worth: two v4 UUIDs).
+pub fn new_token() -> String {
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    format!("{}{}", a.simple(), b.simple())
+}
+
+/// Writes `token` to `path` (mode 0600), durable when this returns: its directories made and
+/// synced, the file written in full under a temporary name, fsynced, renamed, the directory
+/// fsynced. A node that lost power just after must not come back with an empty token file and
+/// refuse to start.
+pub fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
+    let write = |source| TokenError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        raftq_durable::create_dir_all(dir).map_err(write)?;
+    }
+    let text = format!("{}\n", token.trim());
+    raftq_durable::replace_file(path, text.as_bytes(), 0o600).map_err(write)
+}
+
+/// Reads the token file, first creating it with a new random token ([`write_token_file`]) if
+/// it does not exist.
+pub fn ensure_token_file(path: &Path) -> Result<String, TokenError> {
+    if !path.exists() {
+        write_token_file(path, &new_token())?;
+    }
+    read_token_file(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +150,29 @@ mod tests {
             .unwrap();
         assert_eq!(req.metadata().get(AUTH_HEADER).unwrap(), "Bearer abc");
         assert!(Auth::new(Some("a\u{1}b")).is_err());
+    }
+
+    #[test]
+    fn the_token_file_is_made_once_private_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("raftq-token-{}", uuid::Uuid::new_v4().simple()));
+        let p = dir.join("sub/token");
+        let t = ensure_token_file(&p).unwrap();
+        assert_eq!(t.len(), 64);
+        assert_eq!(ensure_token_file(&p).unwrap(), t);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.join("sub/token.tmp").exists());
+        // Reading checks the mode.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            ensure_token_file(&p),
+            Err(TokenError::Exposed { .. })
+        ));
+        // A given token replaces the file, trimmed.
+        write_token_file(&p, " 0123456789abcdef0123\n").unwrap();
+        assert_eq!(read_token_file(&p).unwrap(), "0123456789abcdef0123");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

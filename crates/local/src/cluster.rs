@@ -21,9 +21,9 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
-    /// The token file could not be created or read.
-    #[error("token file {path}: {reason}")]
-    Token { path: PathBuf, reason: String },
+    /// The token file could not be created or read (the error names the file).
+    #[error(transparent)]
+    Token(#[from] raftq_client::auth::TokenError),
     /// No node with this id in the cluster.
     #[error("no node {0}")]
     NoNode(u64),
@@ -164,11 +164,7 @@ impl LocalCluster {
         config: &str,
     ) -> Result<LocalCluster, LaunchError> {
         let token_path = dir.join("token");
-        let token =
-            crate::token::ensure_token_file(&token_path).map_err(|e| LaunchError::Token {
-                path: token_path.clone(),
-                reason: e.to_string(),
-            })?;
+        let token = raftq_client::auth::ensure_token_file(&token_path)?;
         let nodes: Vec<LocalNode> = addrs
             .into_iter()
             .enumerate()

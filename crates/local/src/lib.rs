@@ -14,12 +14,10 @@
 //! - [`cluster`]: [`LocalCluster`], [`LocalNode`], [`LaunchError`], [`free_port`],
 //!   [`raftq_for_tests`].
 //! - [`wait`]: [`wait_for`], polling a condition until a deadline.
-//! - [`token`]: the cluster's token file, made before the first node starts.
 //! - [`job`]: [`small_job`], the job spec `raftq bench` and the e2e tests add.
 
 pub mod cluster;
 pub mod job;
-pub mod token;
 pub mod wait;
 
 pub use cluster::{free_port, raftq_for_tests, LaunchError, LocalCluster, LocalNode};

@@ -21,7 +21,8 @@
 //!
 //! Queue rules live in `queue-fsm`; nothing here looks inside a command.
 
-pub mod durable;
+/// Durable file writes (the `raftq-durable` crate, shared with the token file's writer).
+pub use raftq_durable as durable;
 pub mod log_store;
 pub mod state_machine;
 pub mod types;
