@@ -36,7 +36,7 @@ async fn stale_fences_are_refused_after_failover() {
     // step 1: reserve (fence f1), release without running, reserve again (fence f2)
     let first = client.reserve(reserve()).await.unwrap().job.expect("a job");
     client
-        .release(pb::ReleaseRequest {
+        .release(pb::HandBackRequest {
             request_id: raftq_client::request_id(),
             job: job_ref(&first),
             report: None,

@@ -444,8 +444,8 @@ queue_calls! {
     pub fn started = started(pb::StartedRequest) -> pb::Ack [request_id];
     pub fn touch = touch(pb::TouchRequest) -> pb::TouchResponse [request_id];
     pub fn archive = archive(pb::ArchiveRequest) -> pb::Ack [request_id];
-    pub fn release = release(pb::ReleaseRequest) -> pb::ReleaseResponse [request_id];
-    pub fn bury = bury(pb::BuryRequest) -> pb::Ack [request_id];
+    pub fn release = release(pb::HandBackRequest) -> pb::ReleaseResponse [request_id];
+    pub fn bury = bury(pb::HandBackRequest) -> pb::Ack [request_id];
     pub fn modify = modify(pb::ModifyRequest) -> pb::ModifyResponse [request_id];
     fn kick_rpc = kick(pb::KeysRequest) -> pb::CountResponse [request_id];
     fn kill_rpc = kill(pb::KeysRequest) -> pb::CountResponse [request_id];

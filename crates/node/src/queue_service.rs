@@ -85,14 +85,14 @@ impl pb::queue_server::Queue for QueueService {
         )?))
     }
 
-    async fn release(&self, request: TRequest<pb::ReleaseRequest>) -> R<pb::ReleaseResponse> {
+    async fn release(&self, request: TRequest<pb::HandBackRequest>) -> R<pb::ReleaseResponse> {
         let req = convert::release_request(request.into_inner())?;
         Ok(Response::new(convert::release_response(
             self.write(req).await?,
         )?))
     }
 
-    async fn bury(&self, request: TRequest<pb::BuryRequest>) -> R<pb::Ack> {
+    async fn bury(&self, request: TRequest<pb::HandBackRequest>) -> R<pb::Ack> {
         let req = convert::bury_request(request.into_inner())?;
         Ok(Response::new(convert::ack_response(
             self.write(req).await?,

@@ -403,11 +403,13 @@ fn big_store(n: u64) -> Queue {
     in_entries(&mut q, frac(2), &mut |q, k| {
         let held = q.reserve(k);
         q.started(&held);
-        q.on_held(&held, |key, fence| Command::Bury {
-            key,
-            fence,
-            report: None,
-            reason: "bench: buried".into(),
+        q.on_held(&held, |key, fence| {
+            Command::Bury(queue_fsm::HandBack {
+                key,
+                fence,
+                report: None,
+                reason: "bench: buried".into(),
+            })
         });
     });
     in_entries(&mut q, frac(2), &mut |q, k| {
@@ -415,11 +417,13 @@ fn big_store(n: u64) -> Queue {
         q.started(&held);
         let cmds = held
             .iter()
-            .map(|&(key, fence)| Command::Release {
-                key,
-                fence,
-                report: None,
-                reason: "bench: released".into(),
+            .map(|&(key, fence)| {
+                Command::Release(queue_fsm::HandBack {
+                    key,
+                    fence,
+                    report: None,
+                    reason: "bench: released".into(),
+                })
             })
             .collect();
         for o in q.apply(cmds) {

@@ -96,6 +96,17 @@ pub struct JobChange {
     pub limit_grps: Option<Vec<String>>,
 }
 
+/// A reservation handed back by its holder (Release and Bury): the report of the run if it
+/// ran, and why. Encoded as the struct variants it replaced were (same fields, same order), so
+/// the log's entries read the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HandBack {
+    pub key: JobKey,
+    pub fence: FenceToken,
+    pub report: Option<RunReport>,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Add(AddJobs),
@@ -124,18 +135,9 @@ pub enum Command {
         report: RunReport,
     },
     /// Back to the queue after a delay (or buried, when its retries are used up).
-    Release {
-        key: JobKey,
-        fence: FenceToken,
-        report: Option<RunReport>,
-        reason: String,
-    },
-    Bury {
-        key: JobKey,
-        fence: FenceToken,
-        report: Option<RunReport>,
-        reason: String,
-    },
+    Release(HandBack),
+    /// Buried: out of the queue until kicked.
+    Bury(HandBack),
     /// Buried jobs back to the queue, retries reset.
     Kick {
         keys: Vec<JobKey>,

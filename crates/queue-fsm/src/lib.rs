@@ -68,8 +68,8 @@ pub mod store;
 pub mod verdict;
 
 pub use command::{
-    AddJobs, Command, CommandError, JobChange, KeyAction, NoJob, Outcome, Request, ReserveMode,
-    Response, Skip,
+    AddJobs, Command, CommandError, HandBack, JobChange, KeyAction, NoJob, Outcome, Request,
+    ReserveMode, Response, Skip,
 };
 pub use ctx::{decode_env, LimitState};
 pub use fsm::{Applied, ConfigError, Effects, Fsm, FsmConfig, Meta};

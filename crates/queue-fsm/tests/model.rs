@@ -561,7 +561,7 @@ impl Model {
                 expect(got, Ok(Response::Ok))?;
                 Ok(true)
             }
-            Command::Release { key, fence, .. } => {
+            Command::Release(queue_fsm::HandBack { key, fence, .. }) => {
                 let Some(i) = self.fenced_or_refused(*key, *fence, got)? else {
                     return Ok(false);
                 };
@@ -584,7 +584,7 @@ impl Model {
                 expect(got, Ok(Response::Released { state }))?;
                 Ok(true)
             }
-            Command::Bury { key, fence, .. } => {
+            Command::Bury(queue_fsm::HandBack { key, fence, .. }) => {
                 let Some(i) = self.fenced_or_refused(*key, *fence, got)? else {
                     return Ok(false);
                 };
@@ -1124,7 +1124,7 @@ impl Harness {
             }
             Op::Release(r) => {
                 let (key, fence) = self.resolve(r);
-                Command::Release {
+                Command::Release(queue_fsm::HandBack {
                     key,
                     fence,
                     report: Some(RunReport {
@@ -1132,16 +1132,16 @@ impl Harness {
                         ..report()
                     }),
                     reason: "failed".into(),
-                }
+                })
             }
             Op::Bury(r) => {
                 let (key, fence) = self.resolve(r);
-                Command::Bury {
+                Command::Bury(queue_fsm::HandBack {
                     key,
                     fence,
                     report: None,
                     reason: "bad".into(),
-                }
+                })
             }
             Op::Kick(v) => Command::Kick { keys: keys(v) },
             Op::Delete(v) => Command::Delete { keys: keys(v) },

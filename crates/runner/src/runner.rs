@@ -439,26 +439,19 @@ impl Runner {
                 })
                 .await
                 .map(|_| ()),
-            Verdict::Release(why) => self
-                .reporter
-                .release(pb::ReleaseRequest {
+            Verdict::Release(why) | Verdict::Bury(why) => {
+                let hand_back = pb::HandBackRequest {
                     request_id: request_id(),
                     job: job_ref,
                     report: rep,
                     reason: why.as_str().into(),
-                })
-                .await
-                .map(|_| ()),
-            Verdict::Bury(why) => self
-                .reporter
-                .bury(pb::BuryRequest {
-                    request_id: request_id(),
-                    job: job_ref,
-                    report: rep,
-                    reason: why.as_str().into(),
-                })
-                .await
-                .map(|_| ()),
+                };
+                if matches!(verdict, Verdict::Bury(_)) {
+                    self.reporter.bury(hand_back).await.map(|_| ())
+                } else {
+                    self.reporter.release(hand_back).await.map(|_| ())
+                }
+            }
             Verdict::Abandon => Ok(()),
         };
         match result {

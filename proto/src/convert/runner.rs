@@ -5,7 +5,7 @@
 use super::scalars::{job_key, request_id, runner_id};
 use super::ConvertError;
 use crate::pb;
-use queue_fsm::{Command, FenceToken, JobKey, Request, RequestId};
+use queue_fsm::{Command, FenceToken, HandBack, JobKey, Request, RequestId};
 
 /// What every report on a held job starts with: its request id and the job the runner holds
 /// (`job` must be present). Errors name `request_id`, `job` or `job.key`, in that order.
@@ -66,33 +66,30 @@ pub fn archive_request(r: pb::ArchiveRequest) -> Result<Request, ConvertError> {
     ))
 }
 
-/// Release and Bury are the same message (the held job, an optional run report, a reason) and
-/// differ only in the command; one message and one command for both is a change to
-/// `raftq.proto` and queue-fsm's `Command`, not to this mapping.
-pub fn release_request(r: pb::ReleaseRequest) -> Result<Request, ConvertError> {
+/// Release and Bury carry the same message: the held job, the run's report if it ran, a
+/// reason; they differ only in the command.
+fn hand_back(
+    r: pb::HandBackRequest,
+    command: fn(HandBack) -> Command,
+) -> Result<Request, ConvertError> {
     let (id, key, fence) = held(&r.request_id, r.job)?;
     Ok(Request::new(
         id,
-        Command::Release {
+        command(HandBack {
             key,
             fence,
             report: r.report.map(Into::into),
             reason: r.reason,
-        },
+        }),
     ))
 }
 
-pub fn bury_request(r: pb::BuryRequest) -> Result<Request, ConvertError> {
-    let (id, key, fence) = held(&r.request_id, r.job)?;
-    Ok(Request::new(
-        id,
-        Command::Bury {
-            key,
-            fence,
-            report: r.report.map(Into::into),
-            reason: r.reason,
-        },
-    ))
+pub fn release_request(r: pb::HandBackRequest) -> Result<Request, ConvertError> {
+    hand_back(r, Command::Release)
+}
+
+pub fn bury_request(r: pb::HandBackRequest) -> Result<Request, ConvertError> {
+    hand_back(r, Command::Bury)
 }
 
 #[cfg(test)]
@@ -144,14 +141,14 @@ mod tests {
             "report"
         );
         assert_eq!(
-            field_of(release_request(pb::ReleaseRequest {
+            field_of(release_request(pb::HandBackRequest {
                 job: bad_ref.clone(),
                 ..Default::default()
             })),
             "job.key"
         );
         assert_eq!(
-            field_of(bury_request(pb::BuryRequest {
+            field_of(bury_request(pb::HandBackRequest {
                 job: bad_ref,
                 ..Default::default()
             })),
@@ -186,7 +183,7 @@ mod tests {
             key: k.to_string(),
             fence: 9,
         });
-        let r = release_request(pb::ReleaseRequest {
+        let r = release_request(pb::HandBackRequest {
             request_id: vec![],
             job: job.clone(),
             report: None,
@@ -195,12 +192,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             r.cmd,
-            Command::Release {
+            Command::Release(HandBack {
                 key: k,
                 fence: FenceToken(9),
                 report: None,
                 reason: "why".into()
-            }
+            })
         );
         let r = archive_request(pb::ArchiveRequest {
             request_id: vec![],

@@ -2,7 +2,7 @@
 
 use super::reserve::not_held;
 use super::{Ctx, Res};
-use crate::command::{CommandError, Response};
+use crate::command::{CommandError, HandBack, Response};
 use crate::fsm::encode;
 use crate::ids::{FenceToken, JobKey};
 use crate::job::{Job, JobState, Override, Reservation, RunInfo, RunReport};
@@ -171,52 +171,34 @@ impl Ctx<'_> {
 
     /// The common start of Release and Bury: validate, check the fence, record the report.
     /// Returns (the job as stored, the job with the report, whether it had started).
-    pub(super) fn failed_run(
-        &self,
-        key: &JobKey,
-        fence: FenceToken,
-        report: Option<RunReport>,
-        reason: &str,
-    ) -> Res<(Job, Job, bool)> {
-        limits::check_text("reason", reason, limits::MAX_REASON_BYTES)?;
-        if let Some(r) = &report {
+    pub(super) fn failed_run(&self, h: &mut HandBack) -> Res<(Job, Job, bool)> {
+        limits::check_text("reason", &h.reason, limits::MAX_REASON_BYTES)?;
+        if let Some(r) = &h.report {
             Self::check_report(r)?;
         }
-        let old = self.fenced(key, fence)?;
+        let old = self.fenced(&h.key, h.fence)?;
         let ran = matches!(
             old.state,
             JobState::Running(_) | JobState::Lost { started: true, .. }
         );
         let mut job = old.clone();
-        if report.is_some() {
-            job.run.report = report;
+        if let Some(report) = h.report.take() {
+            job.run.report = Some(report);
         }
         Ok((old, job, ran))
     }
 
-    pub(super) fn release(
-        &mut self,
-        key: JobKey,
-        fence: FenceToken,
-        report: Option<RunReport>,
-        reason: String,
-    ) -> Res<Response> {
-        let (old, mut job, ran) = self.failed_run(&key, fence, report, &reason)?;
-        self.fail_back(&mut job, ran, &reason)?;
+    pub(super) fn release(&mut self, mut h: HandBack) -> Res<Response> {
+        let (old, mut job, ran) = self.failed_run(&mut h)?;
+        self.fail_back(&mut job, ran, &h.reason)?;
         let state = job.state.name();
         self.save(&old, &job)?;
         Ok(Response::Released { state })
     }
 
-    pub(super) fn bury(
-        &mut self,
-        key: JobKey,
-        fence: FenceToken,
-        report: Option<RunReport>,
-        reason: String,
-    ) -> Res<Response> {
-        let (old, mut job, _) = self.failed_run(&key, fence, report, &reason)?;
-        job.run.fail_reason = reason;
+    pub(super) fn bury(&mut self, mut h: HandBack) -> Res<Response> {
+        let (old, mut job, _) = self.failed_run(&mut h)?;
+        job.run.fail_reason = h.reason;
         job.state = JobState::Buried;
         self.save(&old, &job)?;
         Ok(Response::Ok)

@@ -1,4 +1,5 @@
 use super::*;
+use crate::fsm::encode;
 use crate::snapshot::{self, Chunk};
 
 /// A fixed, varied command log: adds with dependencies and env, reserves, runs, failures,
@@ -83,12 +84,12 @@ fn run_log<S: Store>(fsm: &mut Fsm<S>) -> Vec<Outcome> {
                     fence,
                     report: ok_report(),
                 },
-                3 => Command::Release {
+                3 => Command::Release(crate::HandBack {
                     key,
                     fence,
                     report: None,
                     reason: "x".into(),
-                },
+                }),
                 _ => Command::Touch { key, fence },
             };
             outcomes.push(fsm.apply(now, Request::new(None, follow)).unwrap().0);
@@ -167,4 +168,61 @@ fn export_import_round_trip_keeps_the_digest() {
         snapshot::digest(dst.store()).unwrap(),
         dst.digest().unwrap()
     );
+}
+
+/// Release and Bury carry a `HandBack` since they were folded into one shape; the entries
+/// already in a log were written as struct variants with the same fields. Both encodings
+/// must be the same bytes, so that such a log still reads.
+#[test]
+fn a_hand_back_encodes_as_the_struct_variants_it_replaced() {
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum Before {
+        Add,
+        Reserve,
+        Started,
+        Touch,
+        Archive,
+        Release {
+            key: JobKey,
+            fence: FenceToken,
+            report: Option<RunReport>,
+            reason: String,
+        },
+        Bury {
+            key: JobKey,
+            fence: FenceToken,
+            report: Option<RunReport>,
+            reason: String,
+        },
+    }
+    let key = JobKey::of("true", "/", false, "");
+    let report = Some(RunReport {
+        exit_code: 3,
+        stderr: "oops".into(),
+        ..RunReport::default()
+    });
+    let h = crate::HandBack {
+        key,
+        fence: FenceToken(7),
+        report: report.clone(),
+        reason: "exit".into(),
+    };
+    let old_release = Before::Release {
+        key,
+        fence: FenceToken(7),
+        report: report.clone(),
+        reason: "exit".into(),
+    };
+    let old_bury = Before::Bury {
+        key,
+        fence: FenceToken(7),
+        report,
+        reason: "exit".into(),
+    };
+    let new_release = Command::Release(h.clone());
+    assert_eq!(encode(&new_release), encode(&old_release));
+    assert_eq!(encode(&Command::Bury(h)), encode(&old_bury));
+    let back: Command = postcard::from_bytes(&encode(&old_release)).unwrap();
+    assert_eq!(back, new_release);
 }

@@ -31,12 +31,12 @@ fn job_in(state: StateName) -> (T, JobKey) {
                     t.tick();
                 }
                 StateName::Buried => {
-                    t.ok(Command::Bury {
+                    t.ok(Command::Bury(crate::HandBack {
                         key: k,
                         fence: f,
                         report: None,
                         reason: "no".into(),
-                    });
+                    }));
                 }
                 _ => unreachable!("handled above"),
             }

@@ -118,12 +118,12 @@ impl T {
     }
 
     pub fn release(&mut self, key: JobKey, fence: FenceToken, reason: &str) -> StateName {
-        match self.ok(Command::Release {
+        match self.ok(Command::Release(crate::HandBack {
             key,
             fence,
             report: None,
             reason: reason.into(),
-        }) {
+        })) {
             Response::Released { state } => state,
             r => panic!("unexpected release response {r:?}"),
         }

@@ -274,18 +274,18 @@ fn run_lifecycle_and_stale_fences() {
             fence: f,
             report: ok_report(),
         },
-        Command::Release {
+        Command::Release(crate::HandBack {
             key: k,
             fence: f,
             report: None,
             reason: "x".into(),
-        },
-        Command::Bury {
+        }),
+        Command::Bury(crate::HandBack {
             key: k,
             fence: f,
             report: None,
             reason: "x".into(),
-        },
+        }),
     ] {
         let e = t.refused(cmd);
         assert!(
@@ -532,7 +532,7 @@ fn kill_running_is_seen_at_touch_and_kill_lost_buries() {
         t.ok(Command::Touch { key: a, fence: fa }),
         Response::Touched { kill: true }
     );
-    t.ok(Command::Bury {
+    t.ok(Command::Bury(crate::HandBack {
         key: a,
         fence: fa,
         report: Some(RunReport {
@@ -541,7 +541,7 @@ fn kill_running_is_seen_at_touch_and_kill_lost_buries() {
             ..ok_report()
         }),
         reason: fail_reason::KILLED.into(),
-    });
+    }));
     let ja = t.job(a);
     assert_eq!(ja.state, JobState::Buried);
     assert_eq!(
