@@ -5,8 +5,13 @@ worktree: nothing here changes the project's code.
 
 usage: sudo python3 jepsen/planted/run.py [NAME ...]   (needs root, like every Jepsen run)
 env:   PLANTED_DIR (scratch worktree, default /var/tmp/raftq-planted),
-       PLANTED_TARGET (its cargo target dir, default /var/tmp/raftq-target-planted),
-       JEPSEN (the harness binary, default: cargo run --release -p raftq-jepsen --)
+       PLANTED_TARGET (its cargo target dir, default /var/tmp/raftq-target-planted; a copy of
+       a warm target dir saves the first build), PLANTED_ARGS (harness arguments instead of
+       the plant's own, e.g. to run one plant under another mode), PLANTED_STORE (where the
+       runs go, default store-planted)
+
+The harness (raftq-jepsen) is built from the scratch worktree too, debug like `raftq`: a plant
+in code both share (the token file's writer) is then in both, as it would be in a release.
 """
 import json, os, subprocess, sys
 
@@ -19,6 +24,41 @@ PLANTS = {
         "let r = db.flush_wal(true).map_err(rerr);",
         "let r: io::Result<()> = Ok(()); // PLANTED: the log append is never synced",
         "total-queue",
+        "--nodes 3 --workload queue --nemesis power --time-limit 40 --seed 11",
+    ),
+    "wal-fsync-off": (
+        "crates/raft-store/src/log_store.rs",
+        "let r = db.flush_wal(true).map_err(rerr);",
+        "let r = db.flush_wal(false).map_err(rerr); // PLANTED: handed to the OS, never fsynced",
+        "total-queue",
+        "--nodes 3 --workload queue --nemesis power --time-limit 40 --seed 11",
+    ),
+    "snapshot-no-fsync": (
+        "crates/raft-store/src/state_machine.rs",
+        'crate::durable::replace_file(&self.path(), &encode("snapshot", &record)?, 0o644)?;',
+        "{\n            // PLANTED: written and renamed with no fsync of the file or its directory\n"
+        "            let (path, tmp) = (self.path(), self.path().with_extension(\"planted\"));\n"
+        '            std::fs::write(&tmp, encode("snapshot", &record)?)?;\n'
+        "            std::fs::rename(&tmp, &path)?;\n        }",
+        "crashes",
+        "--nodes 3 --workload queue --nemesis power --time-limit 60 --seed 11",
+    ),
+    "purge-no-sync": (
+        "crates/raft-store/src/log_store.rs",
+        "self.put_meta(KEY_PURGED, &log_id, true)?;",
+        "self.put_meta(KEY_PURGED, &log_id, false)?; // PLANTED: the purge point is not synced",
+        "crashes",
+        "--nodes 3 --workload queue --nemesis power --time-limit 60 --seed 11",
+    ),
+    "token-no-sync": (
+        "crates/client/src/auth.rs",
+        "raftq_durable::replace_file(path, text.as_bytes(), 0o600).map_err(write)",
+        "{\n        // PLANTED: written in place, no fsync of the file or its directory\n"
+        "        use std::os::unix::fs::PermissionsExt;\n"
+        "        std::fs::write(path, text.as_bytes())\n"
+        "            .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))\n"
+        "            .map_err(write)\n    }",
+        "crashes",
         "--nodes 3 --workload queue --nemesis power --time-limit 40 --seed 11",
     ),
     "fence-ignored": (
@@ -84,17 +124,14 @@ def main():
     names = sys.argv[1:] or list(PLANTS)
     wt = os.environ.get("PLANTED_DIR", "/var/tmp/raftq-planted")
     target = os.environ.get("PLANTED_TARGET", "/var/tmp/raftq-target-planted")
-    store = os.path.join(ROOT, "store-planted")
+    store = os.environ.get("PLANTED_STORE", os.path.join(ROOT, "store-planted"))
     if not os.path.exists(wt):
         sh(["git", "-C", ROOT, "worktree", "add", "--detach", wt, "HEAD"], check=True)
-    jepsen = os.environ.get("JEPSEN")
-    if not jepsen:
-        sh(f"cd {ROOT} && cargo build --release -p raftq-jepsen", check=True)
-        tdir = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        jepsen = os.path.join(tdir, "release", "raftq-jepsen")
+    jepsen = os.path.join(target, "debug", "raftq-jepsen")
     rows = []
     for name in names:
         path, old, new, checker, args = PLANTS[name]
+        args = os.environ.get("PLANTED_ARGS", args)
         sh(["git", "-C", wt, "checkout", "--detach", "-f", subprocess.check_output(
             ["git", "-C", ROOT, "rev-parse", "HEAD"], text=True).strip()], check=True)
         f = os.path.join(wt, path)
@@ -103,7 +140,8 @@ def main():
             sys.exit(f"{name}: the text to replace is not in {path} exactly once; update the plant")
         open(f, "w").write(text.replace(old, new))
         env = dict(os.environ, CARGO_TARGET_DIR=target)
-        sh(f"cd {wt} && cargo build -q -p raftq-node --bin raftq", env=env, check=True)
+        # --workspace: the same features as the project's own build (a warm copy is reused)
+        sh(f"cd {wt} && cargo build -q --workspace --bins", env=env, check=True)
         r = sh(f"{jepsen} test {args} --store {store}/{name} --raftq-bin {target}/debug/raftq",
                capture_output=True, text=True)
         sys.stderr.write(r.stderr[-2000:])

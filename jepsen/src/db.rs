@@ -21,6 +21,20 @@ pub const RELEASE_DELAY_MS: u64 = 200;
 /// fencing checker's lease bound is TTR + this.
 pub const LOST_RETURN_DELAY_MS: u64 = 1_500;
 
+/// [`NODE_CONFIG`] with a snapshot every `entries` log entries and the log kept a third of
+/// that (at most 1000 entries) behind each; 3000 gives `NODE_CONFIG` itself.
+pub fn node_config(entries: u64) -> String {
+    NODE_CONFIG
+        .replace(
+            "snapshot_every_entries = 3000\n",
+            &format!("snapshot_every_entries = {entries}\n"),
+        )
+        .replace(
+            "logs_kept_after_snapshot = 1000\n",
+            &format!("logs_kept_after_snapshot = {}\n", (entries / 3).min(1000)),
+        )
+}
+
 /// Node settings for the tests: short timeouts so that faults and the final drain play out
 /// within seconds, and frequent snapshots so that catch-up by snapshot happens under faults.
 pub const NODE_CONFIG: &str = "\
@@ -28,6 +42,7 @@ heartbeat_ms = 100
 election_timeout_min_ms = 600
 election_timeout_max_ms = 1200
 snapshot_every_entries = 3000
+logs_kept_after_snapshot = 1000
 
 [fsm]
 release_delay_ms = 200
@@ -113,6 +128,7 @@ impl Cluster {
         tag: u32,
         dir: &Path,
         bin: &Path,
+        config: &str,
         options: NodeOptions,
         lossy: Option<Lossy>,
     ) -> Result<Cluster, String> {
@@ -122,7 +138,7 @@ impl Cluster {
             .iter()
             .map(|h| format!("{}:{PORT}", h.ip))
             .collect();
-        let mut local = LocalCluster::new(bin.to_path_buf(), dir, addrs.clone(), NODE_CONFIG)
+        let mut local = LocalCluster::new(bin.to_path_buf(), dir, addrs.clone(), config)
             .map_err(|e| e.to_string())?;
         let on_lossyfs = lossy.is_some();
         for (i, node) in local.nodes.iter_mut().enumerate() {
@@ -435,5 +451,12 @@ mod tests {
         assert!(super::NODE_CONFIG.contains(&line), "{}", super::NODE_CONFIG);
         let line = format!("lost_return_delay_ms = {}\n", super::LOST_RETURN_DELAY_MS);
         assert!(super::NODE_CONFIG.contains(&line), "{}", super::NODE_CONFIG);
+        assert_eq!(super::node_config(3000), super::NODE_CONFIG);
+        let c = super::node_config(150);
+        assert!(
+            c.contains("snapshot_every_entries = 150\n")
+                && c.contains("logs_kept_after_snapshot = 50\n"),
+            "{c}"
+        );
     }
 }

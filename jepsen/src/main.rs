@@ -108,6 +108,11 @@ struct TestArgs {
     /// un-synced writes, the last one torn at a random byte.
     #[arg(long)]
     power_tear: bool,
+    /// Log entries between snapshots (the tests' default 3000); the log is purged up to a
+    /// third of this (at most 1000 entries) behind each snapshot. Small values make snapshots, purges and installs
+    /// happen many times in a short run.
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..))]
+    snapshot_every: u64,
 }
 
 #[derive(Args)]
@@ -311,6 +316,7 @@ fn test(a: TestArgs) -> Result<Validity, String> {
         } else {
             run::PowerMode::Fs { tear: a.power_tear }
         },
+        snapshot_every: a.snapshot_every,
     };
     // every run stops by itself: the workload, the drain and at most 3 minutes more
     let bound = opts.time_limit + opts.drain_timeout + Duration::from_secs(180);

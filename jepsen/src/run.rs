@@ -31,6 +31,8 @@ pub struct Options {
     pub keep_data: bool,
     /// How the `power` nemesis loses data.
     pub power_mode: PowerMode,
+    /// Log entries between snapshots ([`crate::db::node_config`]).
+    pub snapshot_every: u64,
 }
 
 /// How a power cut of the `power` nemesis loses data.
@@ -198,7 +200,7 @@ impl Plan {
             "git_revision": git_revision(),
             "raftq_bin": o.raftq_bin.display().to_string(),
             "started_unix_ms": started.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            "node_config": crate::db::NODE_CONFIG,
+            "node_config": crate::db::node_config(o.snapshot_every),
             "schedule": schedule,
         });
         write_json(&dir.join("test.json"), &test)?;
@@ -243,7 +245,16 @@ impl Run {
             }
             _ => None,
         };
-        let cluster = Cluster::start(o.nodes, tag, dir, &o.raftq_bin, normal.clone(), lossy)?;
+        let config = crate::db::node_config(o.snapshot_every);
+        let cluster = Cluster::start(
+            o.nodes,
+            tag,
+            dir,
+            &o.raftq_bin,
+            &config,
+            normal.clone(),
+            lossy,
+        )?;
         let token = cluster.token.clone();
         let addrs = cluster.addrs();
         if cluster

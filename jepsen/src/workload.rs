@@ -307,7 +307,7 @@ async fn finish(p: &mut Proc, s: Settings, job: String, jref: pb::JobRef) {
     let fence = jref.fence;
     let x = p.rng.f64();
     if x < s.release_chance {
-        let req = pb::ReleaseRequest {
+        let req = pb::HandBackRequest {
             request_id: raftq_client::request_id(),
             job: Some(jref),
             report: None,
@@ -317,7 +317,7 @@ async fn finish(p: &mut Proc, s: Settings, job: String, jref: pb::JobRef) {
             .run_plain(Op::Release { job, fence }, p.client.release(req))
             .await;
     } else if x < s.release_chance + s.bury_chance {
-        let req = pb::BuryRequest {
+        let req = pb::HandBackRequest {
             request_id: raftq_client::request_id(),
             job: Some(jref),
             report: None,

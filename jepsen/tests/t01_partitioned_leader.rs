@@ -63,6 +63,7 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
         std::process::id(),
         dir.path(),
         &raftq_local::raftq_for_tests().unwrap_or_else(|e| panic!("{e}")),
+        raftq_jepsen::db::NODE_CONFIG,
         NodeOptions::default(),
         None,
     )

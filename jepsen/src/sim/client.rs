@@ -366,24 +366,24 @@ impl World {
                     job,
                     fence: fence.0,
                 },
-                Command::Release {
+                Command::Release(queue_fsm::HandBack {
                     key,
                     fence,
                     report: None,
                     reason: "jepsen release".into(),
-                },
+                }),
             ),
             Finish::Bury => (
                 Op::Bury {
                     job,
                     fence: fence.0,
                 },
-                Command::Bury {
+                Command::Bury(queue_fsm::HandBack {
                     key,
                     fence,
                     report: None,
                     reason: "jepsen bury".into(),
-                },
+                }),
             ),
         };
         self.start_call(c, CallKind::Finish, op, cmd);
