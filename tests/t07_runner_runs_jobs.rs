@@ -104,7 +104,7 @@ async fn runner_follows_wr_semantics() {
 
     // step 3: each ended as wr would have it
     let tmp = job_of(&cluster, &keys[0]).await;
-    assert_eq!(tmp.state, pb::JobState::Complete as i32);
+    assert_eq!(tmp.state, pb::StateName::Complete as i32);
     let tmpdir = std::fs::read_to_string(o("tmp")).unwrap();
     assert!(
         !std::path::Path::new(tmpdir.trim()).exists(),
@@ -117,18 +117,18 @@ async fn runner_follows_wr_semantics() {
     );
 
     let failing = job_of(&cluster, &keys[1]).await;
-    assert_eq!(failing.state, pb::JobState::Buried as i32);
+    assert_eq!(failing.state, pb::StateName::Buried as i32);
     assert_eq!(failing.attempts, 2, "retried once, then buried");
     assert_eq!(failing.fail_reason, "command exited non-zero");
 
     let missing = job_of(&cluster, &keys[2]).await;
-    assert_eq!(missing.state, pb::JobState::Buried as i32);
+    assert_eq!(missing.state, pb::StateName::Buried as i32);
     assert_eq!(missing.attempts, 1, "buried at once despite its retries");
     assert_eq!(missing.fail_reason, "command not found");
 
     let pipe = job_of(&cluster, &keys[3]).await;
     let behaved = job_of(&cluster, &keys[6]).await;
-    assert_eq!(behaved.state, pb::JobState::Complete as i32);
+    assert_eq!(behaved.state, pb::StateName::Complete as i32);
     let root = std::path::Path::new(&behaved.last_run.unwrap().actual_cwd)
         .parent()
         .unwrap()
@@ -148,7 +148,7 @@ async fn runner_follows_wr_semantics() {
         std::fs::read_to_string(o("failed")).unwrap().trim(),
         "on failure"
     );
-    assert_eq!(pipe.state, pb::JobState::Buried as i32, "pipefail");
+    assert_eq!(pipe.state, pb::StateName::Buried as i32, "pipefail");
 
     let home = job_of(&cluster, &keys[4]).await;
     let home_cwd = home.last_run.unwrap().actual_cwd;
@@ -180,14 +180,15 @@ async fn kill_and_a_dying_runner() {
     .await;
     let mut runner = start_runner(&cluster, "k", &["--idle-exit", "2s", "--ttr", "2s"]);
     wait_for("the job to run", Duration::from_secs(30), || async {
-        (pidfile.exists() && job_of(&cluster, &keys[0]).await.state == pb::JobState::Running as i32)
+        (pidfile.exists()
+            && job_of(&cluster, &keys[0]).await.state == pb::StateName::Running as i32)
             .then_some(())
     })
     .await;
     assert_eq!(client.kill(&raftq_tests::job_keys(&keys)).await.unwrap(), 1);
     wait_for("the job to be buried", Duration::from_secs(30), || async {
         let j = job_of(&cluster, &keys[0]).await;
-        (j.state == pb::JobState::Buried as i32).then_some(j)
+        (j.state == pb::StateName::Buried as i32).then_some(j)
     })
     .await;
     assert_eq!(
@@ -222,7 +223,7 @@ async fn kill_and_a_dying_runner() {
     .await;
     let mut doomed = start_runner(&cluster, "doomed", &["--idle-exit", "2s", "--ttr", "2s"]);
     wait_for("the job to run", Duration::from_secs(30), || async {
-        (job_of(&cluster, &keys[0]).await.state == pb::JobState::Running as i32).then_some(())
+        (job_of(&cluster, &keys[0]).await.state == pb::StateName::Running as i32).then_some(())
     })
     .await;
     doomed.kill().unwrap();
@@ -230,7 +231,7 @@ async fn kill_and_a_dying_runner() {
     let mut rescuer = start_runner(&cluster, "rescuer", &["--idle-exit", "15s", "--ttr", "2s"]);
     let j = wait_for("the job to complete", Duration::from_secs(60), || async {
         let j = job_of(&cluster, &keys[0]).await;
-        (j.state == pb::JobState::Complete as i32).then_some(j)
+        (j.state == pb::StateName::Complete as i32).then_some(j)
     })
     .await;
     assert!(j.attempts >= 2, "it ran again after its runner died");
@@ -242,7 +243,7 @@ async fn kill_and_a_dying_runner() {
     let keys = add(&cluster, vec![spec("sleep 120", &work, 3)]).await;
     let mut polite = start_runner(&cluster, "polite", &["--idle-exit", "2s", "--ttr", "2s"]);
     wait_for("the job to run", Duration::from_secs(30), || async {
-        (job_of(&cluster, &keys[0]).await.state == pb::JobState::Running as i32).then_some(())
+        (job_of(&cluster, &keys[0]).await.state == pb::StateName::Running as i32).then_some(())
     })
     .await;
     // SAFETY: signals a child process this test started.
@@ -257,7 +258,7 @@ async fn kill_and_a_dying_runner() {
     let j = job_of(&cluster, &keys[0]).await;
     assert_eq!(j.fail_reason, "runner received a signal to stop");
     assert!(
-        j.state == pb::JobState::Delayed as i32 || j.state == pb::JobState::Ready as i32,
+        j.state == pb::StateName::Delayed as i32 || j.state == pb::StateName::Ready as i32,
         "released, not {:?}",
         j.state
     );

@@ -350,7 +350,7 @@ pub async fn kick_buried(p: &Proc) -> Result<u64, ClientError> {
         .client
         .search(pb::SearchRequest {
             rep_grp: REP_GROUP.into(),
-            state: Some(pb::JobState::Buried as i32),
+            state: Some(pb::StateName::Buried as i32),
             ..Default::default()
         })
         .await?;
@@ -395,7 +395,7 @@ pub async fn final_read(p: &Proc) -> Result<usize, ClientError> {
             jobs: jobs
                 .iter()
                 .map(|j| {
-                    let state = pb::JobState::try_from(j.state)
+                    let state = pb::StateName::try_from(j.state)
                         .map(|s| s.as_str_name().to_ascii_lowercase())
                         .unwrap_or_else(|_| format!("state-{}", j.state));
                     (job_name(&j.spec.clone().unwrap_or_default().cmd), state)

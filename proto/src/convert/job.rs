@@ -220,7 +220,7 @@ pub(super) fn behaviours(bs: Vec<pb::Behaviour>) -> Result<Vec<Behaviour>, Conve
 /// time (lost); `similar` is 0 (the `From<Listed>` conversion sets it).
 impl From<Job> for pb::Job {
     fn from(j: Job) -> pb::Job {
-        let state = pb::JobState::from(j.state.name()) as i32;
+        let state = pb::StateName::from(j.state.name()) as i32;
         let (fence, lease_until_ms, kill_requested) =
             j.state.reservation().map_or((0, 0, false), |r| {
                 (r.fence.0, r.lease_until_ms, r.kill_requested)
@@ -293,8 +293,8 @@ mod tests {
         let rep = full_report();
         assert_eq!(RunReport::from(pb::RunReport::from(rep.clone())), rep);
         for s in StateName::ALL {
-            assert_eq!(StateName::from(pb::JobState::from(s)), s);
-            assert_eq!(state_name(pb::JobState::from(s) as i32), Ok(s));
+            assert_eq!(StateName::from(pb::StateName::from(s)), s);
+            assert_eq!(state_name(pb::StateName::from(s) as i32), Ok(s));
         }
     }
 
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(j.spec, Some(full_spec().into()));
         assert_eq!(j.effective, Some(full_requirements().into()));
         assert_eq!(j.sched_group, "2048:60:1500:10");
-        assert_eq!(j.state, pb::JobState::Running as i32);
+        assert_eq!(j.state, pb::StateName::Running as i32);
         assert_eq!((j.attempts, j.until_buried, j.added_ms), (2, 5, 1_000));
         assert_eq!(j.env_hash, "ab".repeat(32));
         assert_eq!((j.host.as_str(), j.pid), ("node1", 4321));
@@ -331,14 +331,14 @@ mod tests {
             started: true,
             return_ms: 999,
         }));
-        assert_eq!(j.state, pb::JobState::Lost as i32);
+        assert_eq!(j.state, pb::StateName::Lost as i32);
         assert_eq!((j.fence, j.until_ms), (42, 999));
 
         let mut job = full_job(JobState::Delayed { until_ms: 77 });
         job.env_hash = None;
         job.run = RunInfo::default();
         let j = pb::Job::from(Listed { job, similar: 4 });
-        assert_eq!(j.state, pb::JobState::Delayed as i32);
+        assert_eq!(j.state, pb::StateName::Delayed as i32);
         assert_eq!((j.until_ms, j.fence, j.similar), (77, 0, 4));
         assert_eq!(j.env_hash, "");
         assert_eq!(j.last_run, None);

@@ -93,7 +93,7 @@ pub fn touch_response(r: Response) -> Result<pb::TouchResponse, Status> {
 pub fn release_response(r: Response) -> Result<pb::ReleaseResponse, Status> {
     match r {
         Response::Released { state } => Ok(pb::ReleaseResponse {
-            state: pb::JobState::from(state) as i32,
+            state: pb::StateName::from(state) as i32,
         }),
         r => Err(unexpected("Release", &r)),
     }
@@ -224,7 +224,7 @@ mod tests {
             state: StateName::Buried,
         })
         .unwrap();
-        assert_eq!(r.state, pb::JobState::Buried as i32);
+        assert_eq!(r.state, pb::StateName::Buried as i32);
         assert_eq!(count_response(Response::Count(3)).unwrap().count, 3);
         assert!(
             touch_response(Response::Touched { kill: true })

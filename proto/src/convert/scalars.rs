@@ -104,39 +104,39 @@ pub(super) fn bad_enum(field: &str, v: i32) -> ConvertError {
 }
 // ---- enums -------------------------------------------------------------------------------
 
-impl From<StateName> for pb::JobState {
-    fn from(s: StateName) -> pb::JobState {
+impl From<StateName> for pb::StateName {
+    fn from(s: StateName) -> pb::StateName {
         match s {
-            StateName::Dependent => pb::JobState::Dependent,
-            StateName::Delayed => pb::JobState::Delayed,
-            StateName::Ready => pb::JobState::Ready,
-            StateName::Reserved => pb::JobState::Reserved,
-            StateName::Running => pb::JobState::Running,
-            StateName::Lost => pb::JobState::Lost,
-            StateName::Buried => pb::JobState::Buried,
-            StateName::Complete => pb::JobState::Complete,
+            StateName::Dependent => pb::StateName::Dependent,
+            StateName::Delayed => pb::StateName::Delayed,
+            StateName::Ready => pb::StateName::Ready,
+            StateName::Reserved => pb::StateName::Reserved,
+            StateName::Running => pb::StateName::Running,
+            StateName::Lost => pb::StateName::Lost,
+            StateName::Buried => pb::StateName::Buried,
+            StateName::Complete => pb::StateName::Complete,
         }
     }
 }
 
-impl From<pb::JobState> for StateName {
-    fn from(s: pb::JobState) -> StateName {
+impl From<pb::StateName> for StateName {
+    fn from(s: pb::StateName) -> StateName {
         match s {
-            pb::JobState::Dependent => StateName::Dependent,
-            pb::JobState::Delayed => StateName::Delayed,
-            pb::JobState::Ready => StateName::Ready,
-            pb::JobState::Reserved => StateName::Reserved,
-            pb::JobState::Running => StateName::Running,
-            pb::JobState::Lost => StateName::Lost,
-            pb::JobState::Buried => StateName::Buried,
-            pb::JobState::Complete => StateName::Complete,
+            pb::StateName::Dependent => StateName::Dependent,
+            pb::StateName::Delayed => StateName::Delayed,
+            pb::StateName::Ready => StateName::Ready,
+            pb::StateName::Reserved => StateName::Reserved,
+            pb::StateName::Running => StateName::Running,
+            pb::StateName::Lost => StateName::Lost,
+            pb::StateName::Buried => StateName::Buried,
+            pb::StateName::Complete => StateName::Complete,
         }
     }
 }
 
 /// A `JobState` field as prost stores it (`i32`). Field `state`.
 pub fn state_name(v: i32) -> Result<StateName, ConvertError> {
-    pb::JobState::try_from(v)
+    pb::StateName::try_from(v)
         .map(StateName::from)
         .map_err(|_| bad_enum("state", v))
 }

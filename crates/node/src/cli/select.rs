@@ -95,7 +95,7 @@ async fn keys_in_group(
         .into_iter()
         .filter(|j| {
             want.iter()
-                .any(|s| pb::JobState::from(*s) as i32 == j.state)
+                .any(|s| pb::StateName::from(*s) as i32 == j.state)
         })
         // The node's keys are well formed; one that were not could not be acted on anyway.
         .filter_map(|j| JobKey::parse(&j.key))

@@ -131,7 +131,7 @@ async fn print_details(client: &Client, a: &StatusArgs) -> anyhow::Result<()> {
         })
         .await?;
     for j in jobs {
-        let state = pb::JobState::try_from(j.state)
+        let state = pb::StateName::try_from(j.state)
             .map(|s| s.as_str_name().to_lowercase())
             .unwrap_or_else(|_| "?".into());
         let exit = j
