@@ -157,7 +157,9 @@ def cuts(where, nodes):
         n += 1
         detail = ev.get("detail", "")
         per_node = detail.split("; lost ", 1)[1].split("; ") if "; lost " in detail else []
-        every += len(per_node) == nodes
+        # "power cut n1,n2,n3; lost ..." on lossyfs, "killed n1,n2,n3 (un-synced WAL lost)"
+        hit = detail.split(";")[0].split(" (")[0].split(" ")[-1]
+        every += len(hit.split(",")) == nodes
         for part in per_node:
             fields = dict(kv.split("=", 1) for kv in part.split() if "=" in kv)
             lost.append(int(fields.get("bytes", "0")) / 1e6)
