@@ -11,6 +11,8 @@ cargo build --workspace --bins
 # --all-targets leaves out doc tests: run those first, then everything else.
 cargo test --workspace --doc
 cargo test --workspace --all-targets
+# A short fuzzing run of every target (scripts/fuzz.sh; docs/fuzzing.md): 10 s each.
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 # Two short Jepsen runs (docs/jepsen.md): 3 nodes in network namespaces, then heal, drain and
 # check. Kill + partition for 60 s; then power cuts for 30 s, the nodes' data directories on
 # lossyfs (FUSE), which drops every write and directory change not fsynced at each cut.
