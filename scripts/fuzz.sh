@@ -8,8 +8,7 @@
 #   peer_message  what the Raft peer service decodes
 #
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]   (default 60 s, every target)
-# env:   FUZZ_TARGET_DIR (default /var/tmp/raftq-fuzz-target), FUZZ_JOBS (parallel
-#        libFuzzer workers per target, default 1)
+# env:   FUZZ_TARGET_DIR (default /var/tmp/raftq-fuzz-target)
 # A crash stops the run: its input is in fuzz/artifacts/TARGET/, replay it with
 #   $FUZZ_TARGET_DIR/<host triple>/release/TARGET fuzz/artifacts/TARGET/crash-...
 # The corpus each target grows is in fuzz/corpus/TARGET/ (not committed; seeds are rebuilt).
@@ -41,7 +40,7 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs} s"
   "$bin/$t" "fuzz/corpus/$t" \
     -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" \
-    -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" -max_len=65536 >"$log" 2>&1 || {
+    -max_len=65536 >"$log" 2>&1 || {
     echo "fuzz: $t FAILED (see $log):"
     tail -40 "$log"
     exit 1

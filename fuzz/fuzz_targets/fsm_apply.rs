@@ -31,7 +31,9 @@ fn run(data: &[u8]) {
         let Some(req) = request(kind, msg) else {
             continue;
         };
-        let (_outcome, _effects) = fsm.apply(now, req).expect("a store error on a scratch store");
+        let (_outcome, _effects) = fsm
+            .apply(now, req)
+            .expect("a store error on a scratch store");
         if let Err(e) = fsm.check_invariants() {
             panic!("invariant broken: {e}");
         }
