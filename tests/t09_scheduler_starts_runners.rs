@@ -11,18 +11,11 @@ fn live_runner_files(dir: &std::path::Path) -> usize {
             rd.flatten()
                 .filter(|e| e.file_name().to_string_lossy().ends_with(".runner"))
                 .filter(|e| {
-                    let pid = e
-                        .file_name()
+                    e.file_name()
                         .to_string_lossy()
                         .trim_end_matches(".runner")
-                        .to_string();
-                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .ok()
-                        .and_then(|s| {
-                            s.rsplit_once(')')
-                                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-                        })
-                        .unwrap_or(false)
+                        .parse()
+                        .is_ok_and(process_alive)
                 })
                 .count()
         })

@@ -198,6 +198,17 @@ pub fn start_runner(cluster: &Cluster, name: &str, args: &[&str]) -> std::proces
         .expect("spawn raftq runner")
 }
 
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// Waits until `f` returns Some, polling every 50 ms, up to `timeout`; panics naming `what`
 /// when it does not.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T

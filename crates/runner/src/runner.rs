@@ -1,6 +1,6 @@
 //! The runner loop: reserve a job, run it, touch its reservation while it runs, report the
-//! outcome, repeat; exit when idle, after `max_jobs`, or on SIGTERM/SIGINT (killing and
-//! releasing the job in hand). Reports go to any manager and are retried with the same
+//! outcome, repeat; exit when idle, after `max_jobs`, or on one of [`STOP_SIGNALS`] (killing
+//! the command's process group and releasing the job in hand). Reports go to any manager and are retried with the same
 //! request id for hours, so an outcome is never lost and never recorded twice.
 
 use crate::exec::{self, ExecResult, ExecSpec, StopReason, WorkDir};
@@ -43,6 +43,50 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The signals on which a runner stops cleanly: it kills its command's process group,
+/// releases the job (reason [`queue_fsm::FailReason::Signal`], which uses up no retry
+/// beyond the run itself) and exits. Batch systems send SIGUSR1/SIGUSR2 or SIGQUIT before
+/// a kill; without a handler those would end the runner at once, leave the command running
+/// in its own process group, and the job would be lost and could run twice.
+pub const STOP_SIGNALS: [(i32, &str); 6] = [
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+];
+
+/// Catches [`STOP_SIGNALS`] from now on (call it before the first reserve) and returns a
+/// watch that turns true at the first one, for [`Runner::run`]. Needs a tokio runtime.
+pub fn stop_on_signals() -> std::io::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut streams = Vec::new();
+    for (sig, name) in STOP_SIGNALS {
+        streams.push((signal(SignalKind::from_raw(sig))?, name));
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let (name_tx, mut name_rx) = tokio::sync::mpsc::channel(STOP_SIGNALS.len());
+        for (mut s, name) in streams {
+            let name_tx = name_tx.clone();
+            tokio::spawn(async move {
+                if s.recv().await.is_some() {
+                    let _ = name_tx.send(name).await;
+                }
+            });
+        }
+        if let Some(name) = name_rx.recv().await {
+            tracing::info!(
+                signal = name,
+                "stopping: the job in hand is killed and released"
+            );
+            let _ = tx.send(true);
+        }
+    });
+    Ok(rx)
 }
 
 /// What a runner did before it exited.

@@ -1,6 +1,7 @@
-//! `raftq runner`: reserve and run jobs until idle (or a job count, or SIGINT/SIGTERM).
+//! `raftq runner`: reserve and run jobs until idle (or a job count, or a stop signal:
+//! SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2).
 
-use super::{client_config, shutdown_signal, ClusterArg};
+use super::{client_config, ClusterArg};
 use clap::Args;
 use raftq_client::{Client, ClientConfig};
 use raftq_node::jobspec::parse_duration_s;
@@ -28,6 +29,8 @@ pub(super) struct RunnerArgs {
 }
 
 pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
+    // First: a stop signal that arrives while the runner sets up is not a crash.
+    let stop_rx = raftq_runner::stop_on_signals()?;
     let secs = |field: &str, v: &str| -> anyhow::Result<Duration> {
         Ok(Duration::from_secs(
             parse_duration_s(v).map_err(|e| anyhow::anyhow!("--{field}: {e}"))? as u64,
@@ -51,11 +54,6 @@ pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
             ..base
         },
     )?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     let r = raftq_runner::Runner::new(client, reporter, config);
     let s = r.run(stop_rx).await?;
     eprintln!(
