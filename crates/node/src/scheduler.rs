@@ -169,9 +169,13 @@ impl Launcher for LocalLauncher {
     }
 
     fn alive(&self, id: u32) -> bool {
-        // A zombie or a reused pid that is not a runner does not count.
+        // A zombie or a reused pid that is not a runner does not count. An empty command line
+        // is a process in the middle of its exec: spawn() returns once the child has left the
+        // parent's memory, before the kernel has set up its arguments, and for that moment
+        // /proc/ID/cmdline reads empty. Counting such a runner as dead removed its entry
+        // right after it started, and the next round started a second runner for its job.
         std::fs::read_to_string(format!("/proc/{id}/cmdline"))
-            .map(|c| c.contains("runner"))
+            .map(|c| c.is_empty() || c.contains("runner"))
             .unwrap_or(false)
             && std::fs::read_to_string(format!("/proc/{id}/stat"))
                 .ok()
@@ -861,24 +865,29 @@ mod tests {
         };
         let reg = dir.path().join("runners");
         std::fs::create_dir_all(&reg).unwrap();
-        let id = launcher.start("g", Needs::default()).unwrap();
-        register(&reg, id, "g").unwrap();
-        for _ in 0..50 {
+        // the check right after each start is the one that once failed (a runner mid-exec)
+        let mut ids = Vec::new();
+        for n in 1..=10 {
+            let id = launcher.start("g", Needs::default()).unwrap();
+            register(&reg, id, "g").unwrap();
+            ids.push(id);
             let (live, ended) = live_and_ended(&reg, &launcher);
-            assert_eq!(live, map(&[("g", 1)]), "a live runner is counted");
+            assert_eq!(live, map(&[("g", n)]), "a live runner is counted");
             assert!(ended.is_empty());
         }
-        // SAFETY: a signal to the process group this test started (the runner leads it).
-        unsafe { libc::kill(-(id as i32), libc::SIGKILL) };
-        let mut ended = Vec::new();
+        for id in &ids {
+            // SAFETY: a signal to a process group this test started (the runner leads it).
+            unsafe { libc::kill(-(*id as i32), libc::SIGKILL) };
+        }
+        let mut ended = 0;
         for _ in 0..200 {
-            ended = live_and_ended(&reg, &launcher).1;
-            if !ended.is_empty() {
+            ended += live_and_ended(&reg, &launcher).1.len();
+            if ended == ids.len() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(ended.len(), 1);
+        assert_eq!(ended, ids.len());
         assert!(
             registry_entries(&reg).is_empty(),
             "a dead runner's entry goes"
