@@ -57,6 +57,9 @@ pub struct SchedulerConfig {
     pub idle_exit_s: u64,
     /// Runners' TTR.
     pub ttr_s: u64,
+    /// Runners stop jobs that run past their time (`raftq runner --kill-over-time`); off:
+    /// a job's time is an estimate for scheduling, not a limit.
+    pub kill_over_time: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -68,6 +71,7 @@ impl Default for SchedulerConfig {
             runner_dir: None,
             idle_exit_s: 30,
             ttr_s: 60,
+            kill_over_time: false,
         }
     }
 }
@@ -122,6 +126,7 @@ pub struct LocalLauncher {
     pub log_dir: PathBuf,
     pub idle_exit_s: u64,
     pub ttr_s: u64,
+    pub kill_over_time: bool,
 }
 
 impl Launcher for LocalLauncher {
@@ -147,6 +152,7 @@ impl Launcher for LocalLauncher {
             .arg(format!("{}s", self.idle_exit_s))
             .arg("--ttr")
             .arg(format!("{}s", self.ttr_s))
+            .args(self.kill_over_time.then_some("--kill-over-time"))
             .stdin(std::process::Stdio::null())
             .stdout(
                 log.try_clone()
@@ -862,6 +868,7 @@ mod tests {
             log_dir: dir.path().to_path_buf(),
             idle_exit_s: 30,
             ttr_s: 60,
+            kill_over_time: false,
         };
         let reg = dir.path().join("runners");
         std::fs::create_dir_all(&reg).unwrap();

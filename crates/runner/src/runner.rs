@@ -24,6 +24,11 @@ pub struct RunnerConfig {
     pub ttr: Duration,
     /// This host's name, reported with Started.
     pub host: String,
+    /// Stop a command that runs past its time (plus a margin, [`time_limit`]) and release it
+    /// as over time. Off by default: a job's time is a scheduling estimate that learning
+    /// corrects, not a limit (wr's local scheduler does not kill for time either); turn it on
+    /// where the user wants a hard limit. Batch systems enforce their own.
+    pub kill_over_time: bool,
 }
 
 impl Default for RunnerConfig {
@@ -35,6 +40,7 @@ impl Default for RunnerConfig {
             shell: "bash".into(),
             ttr: Duration::from_secs(60),
             host: hostname(),
+            kill_over_time: false,
         }
     }
 }
@@ -172,9 +178,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Time allowed beyond the requested time before a command is stopped.
-fn time_margin(requested: Duration) -> Duration {
-    (requested / 10).max(Duration::from_secs(60))
+/// When to stop a command whose job asked for `time_s` (0: no time given): only with
+/// `kill_over_time`, and then after the time plus a margin of 10% or a minute, whichever is
+/// more.
+pub fn time_limit(time_s: u32, kill_over_time: bool) -> Option<Duration> {
+    (kill_over_time && time_s > 0).then(|| {
+        let t = Duration::from_secs(time_s as u64);
+        t + (t / 10).max(Duration::from_secs(60))
+    })
 }
 
 pub struct Runner {
@@ -305,10 +316,7 @@ impl Runner {
             dir,
             env,
             change_home: spec_in.change_home,
-            time_limit: (time_s > 0).then(|| {
-                let t = Duration::from_secs(time_s as u64);
-                t + time_margin(t)
-            }),
+            time_limit: time_limit(time_s, self.config.kill_over_time),
             ram_limit_mb: job
                 .effective
                 .as_ref()
@@ -519,6 +527,14 @@ mod tests {
             exit_code: exit,
             ..ExecResult::default()
         }
+    }
+
+    #[test]
+    fn time_is_an_estimate_unless_a_hard_limit_is_asked_for() {
+        assert_eq!(time_limit(3600, false), None);
+        assert_eq!(time_limit(0, true), None);
+        assert_eq!(time_limit(3600, true), Some(Duration::from_secs(3960)));
+        assert_eq!(time_limit(60, true), Some(Duration::from_secs(120)));
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub(super) struct RunnerArgs {
     /// Time-to-release of each reservation (touched every quarter of it).
     #[arg(long, default_value = "60s")]
     ttr: String,
+    /// Stop a job that runs past its time plus max(10%, 1 minute), as "command used too much
+    /// time" (its time is raised for the retry). Off by default: a job's time is an estimate
+    /// that learning corrects, not a limit.
+    #[arg(long)]
+    kill_over_time: bool,
 }
 
 pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
@@ -42,6 +47,7 @@ pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
         idle_exit: secs("idle-exit", &a.idle_exit)?,
         shell: a.shell.clone(),
         ttr: secs("ttr", &a.ttr)?.max(Duration::from_secs(1)),
+        kill_over_time: a.kill_over_time,
         ..raftq_runner::RunnerConfig::default()
     };
     let base = client_config(a.cluster.token_file.as_deref())?;
