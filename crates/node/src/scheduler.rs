@@ -417,7 +417,10 @@ pub fn plan(
     for (g, n_ready) in &q.ready {
         let need = needs_of(g);
         if need.cores_milli > budget.cores_milli || need.ram_mb > budget.ram_mb {
-            out.never_fit.push(g.clone());
+            // Buried when one can be reserved: a limit-blocked group waits (no write per round).
+            if takeable(q, g) {
+                out.never_fit.push(g.clone());
+            }
             continue;
         }
         let have = running.get(g).copied().unwrap_or(0);
@@ -828,6 +831,13 @@ mod tests {
             vec!["100000:30:1000:0".to_string(), "100:30:3000:0".to_string()]
         );
         assert_eq!(p.start.len(), 1);
+        // one whose limit group is full is left until a job of it can be reserved
+        let mut q = open(&[("100:30:3000:0~l", 1)]);
+        q.limits
+            .insert("l".into(), queue_fsm::LimitState { limit: 1, held: 1 });
+        assert!(plan(&q, &BTreeMap::new(), two, &BTreeSet::new())
+            .never_fit
+            .is_empty());
     }
 
     #[test]
