@@ -169,22 +169,7 @@ async fn kill_and_a_dying_runner() {
 
     // step 1: kill requested while running → the process group dies, the job is buried
     let pidfile = work.join("sleeper.pid");
-    let keys = add(
-        &cluster,
-        vec![spec(
-            &format!("sleep 120 & echo $! > {}; wait", pidfile.display()),
-            &work,
-            3,
-        )],
-    )
-    .await;
-    let mut runner = start_runner(&cluster, "k", &["--idle-exit", "2s", "--ttr", "2s"]);
-    wait_for("the job to run", Duration::from_secs(30), || async {
-        (pidfile.exists()
-            && job_of(&cluster, &keys[0]).await.state == pb::StateName::Running as i32)
-            .then_some(())
-    })
-    .await;
+    let (keys, mut runner) = sleeper_running(&cluster, &work, &pidfile, "k").await;
     assert_eq!(client.kill(&raftq_tests::job_keys(&keys)).await.unwrap(), 1);
     wait_for("the job to be buried", Duration::from_secs(30), || async {
         let j = job_of(&cluster, &keys[0]).await;
@@ -195,19 +180,10 @@ async fn kill_and_a_dying_runner() {
         job_of(&cluster, &keys[0]).await.fail_reason,
         "killed by user request"
     );
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    assert!(!alive, "the job's background process survived the kill");
+    assert!(
+        !process_alive(pid_in(&pidfile)),
+        "the job's background process survived the kill"
+    );
     let _ = runner.wait();
 
     // step 2: a runner killed -9 mid-job → lease expires → job lost → another runner runs it
@@ -238,28 +214,71 @@ async fn kill_and_a_dying_runner() {
     let _ = rescuer.kill();
     let _ = rescuer.wait();
 
-    // step 3: SIGTERM to a runner mid-job: it kills the job, releases it with reason
-    // "signal", and exits
-    let keys = add(&cluster, vec![spec("sleep 120", &work, 3)]).await;
-    let mut polite = start_runner(&cluster, "polite", &["--idle-exit", "2s", "--ttr", "2s"]);
+    // step 3: a stop signal to a runner mid-job (SIGTERM, and the ones batch systems send
+    // before a kill): it kills the command's process group, releases the job with reason
+    // "signal", and exits cleanly
+    for (sig, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGQUIT, "QUIT"),
+        (libc::SIGUSR1, "USR1"),
+        (libc::SIGUSR2, "USR2"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGINT, "INT"),
+    ] {
+        let pidfile = work.join(format!("{name}.pid"));
+        let (keys, mut polite) = sleeper_running(&cluster, &work, &pidfile, name).await;
+        // SAFETY: signals a child process this test started.
+        unsafe {
+            libc::kill(polite.id() as i32, sig);
+        }
+        let status = tokio::task::spawn_blocking(move || polite.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "SIG{name}: runner exited with {status}");
+        let j = job_of(&cluster, &keys[0]).await;
+        assert_eq!(
+            j.fail_reason, "runner received a signal to stop",
+            "SIG{name}"
+        );
+        assert!(
+            j.state == pb::StateName::Delayed as i32 || j.state == pb::StateName::Ready as i32,
+            "SIG{name}: released, not {:?}",
+            j.state
+        );
+        assert!(
+            !process_alive(pid_in(&pidfile)),
+            "SIG{name}: the job's process outlived its runner"
+        );
+        // out of the way of the next runner
+        client.delete(&raftq_tests::job_keys(&keys)).await.unwrap();
+    }
+}
+
+/// Adds a job that sleeps in a background process (its pid written to `pidfile`), starts a
+/// runner `name`, and waits until the job runs; returns the job's keys and the runner.
+async fn sleeper_running(
+    cluster: &Cluster,
+    work: &std::path::Path,
+    pidfile: &std::path::Path,
+    name: &str,
+) -> (Vec<String>, std::process::Child) {
+    let cmd = format!("sleep 120 & echo $! > {}; wait", pidfile.display());
+    let keys = add(cluster, vec![spec(&cmd, work, 3)]).await;
+    let runner = start_runner(cluster, name, &["--idle-exit", "2s", "--ttr", "2s"]);
     wait_for("the job to run", Duration::from_secs(30), || async {
-        (job_of(&cluster, &keys[0]).await.state == pb::StateName::Running as i32).then_some(())
+        (pidfile.exists() && job_of(cluster, &keys[0]).await.state == pb::StateName::Running as i32)
+            .then_some(())
     })
     .await;
-    // SAFETY: signals a child process this test started.
-    unsafe {
-        libc::kill(polite.id() as i32, libc::SIGTERM);
-    }
-    let status = tokio::task::spawn_blocking(move || polite.wait())
-        .await
+    (keys, runner)
+}
+
+/// The pid a sleeper job wrote.
+fn pid_in(pidfile: &std::path::Path) -> u32 {
+    std::fs::read_to_string(pidfile)
         .unwrap()
-        .unwrap();
-    assert!(status.success(), "runner exited with {status}");
-    let j = job_of(&cluster, &keys[0]).await;
-    assert_eq!(j.fail_reason, "runner received a signal to stop");
-    assert!(
-        j.state == pb::StateName::Delayed as i32 || j.state == pb::StateName::Ready as i32,
-        "released, not {:?}",
-        j.state
-    );
+        .trim()
+        .parse()
+        .unwrap()
 }

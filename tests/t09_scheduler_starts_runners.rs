@@ -5,38 +5,10 @@ use raftq_proto::pb;
 use raftq_tests::*;
 use std::time::Duration;
 
-fn live_runner_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".runner"))
-                .filter(|e| {
-                    let pid = e
-                        .file_name()
-                        .to_string_lossy()
-                        .trim_end_matches(".runner")
-                        .to_string();
-                    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .ok()
-                        .and_then(|s| {
-                            s.rsplit_once(')')
-                                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-                        })
-                        .unwrap_or(false)
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_starts_and_new_leader_adopts_runners() {
-    let dir = tempfile::tempdir().unwrap();
-    let runners = dir.path().join("runners");
-    let settings = format!(
-        "[scheduler]\nenabled = true\nmax_cores = 2\nidle_exit_s = 5\nttr_s = 10\nrunner_dir = {:?}\n",
-        runners.display().to_string()
-    );
+    let runners = Registry::new();
+    let settings = runners.settings("max_cores = 2\nidle_exit_s = 5\nttr_s = 10\n");
     let mut cluster = Cluster::start_with(3, &settings);
     let leader = cluster.leader(Duration::from_secs(30)).await;
     let work = cluster.dir.path().join("work");
@@ -53,21 +25,20 @@ async fn leader_starts_and_new_leader_adopts_runners() {
         .collect();
     client.add(runnable_add(jobs)).await.unwrap();
     wait_for("runners to start", Duration::from_secs(30), || async {
-        (live_runner_files(&runners) > 0).then_some(())
+        (!runners.live().is_empty()).then_some(())
     })
     .await;
-    assert!(live_runner_files(&runners) <= 2, "over the 2-core budget");
+    assert!(runners.live().len() <= 2, "over the 2-core budget");
 
     // step 2: the leader dies; the new leader counts the runners still alive
     cluster.kill(leader);
     cluster.leader(Duration::from_secs(30)).await;
-    for _ in 0..20 {
-        assert!(
-            live_runner_files(&runners) <= 2,
-            "a second fleet was started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    holds_for(
+        "at most 2 runners (no second fleet)",
+        Duration::from_secs(2),
+        || async { runners.live().len() <= 2 },
+    )
+    .await;
 
     // step 3: everything completes
     wait_for("every job to complete", Duration::from_secs(90), || async {
@@ -76,7 +47,7 @@ async fn leader_starts_and_new_leader_adopts_runners() {
     .await;
     // runners exit by themselves once idle
     wait_for("idle runners to exit", Duration::from_secs(60), || async {
-        (live_runner_files(&runners) == 0).then_some(())
+        runners.live().is_empty().then_some(())
     })
     .await;
 }

@@ -198,6 +198,116 @@ pub fn start_runner(cluster: &Cluster, name: &str, args: &[&str]) -> std::proces
         .expect("spawn raftq runner")
 }
 
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The runner registry of a scheduler (`[scheduler] runner_dir`). Dropping it kills the
+/// runners still registered (they outlive the nodes that started them).
+pub struct Registry {
+    pub dir: PathBuf,
+    /// Holds `dir`; apart from the cluster's, so the runners can be found after it is gone.
+    _tmp: TempDir,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        let tmp = tempfile::Builder::new()
+            .prefix("raftq-runners-")
+            .tempdir()
+            .expect("temp dir");
+        Registry {
+            dir: tmp.path().join("runners"),
+            _tmp: tmp,
+        }
+    }
+
+    /// The scheduler settings that use this registry, after `extra` settings.
+    pub fn settings(&self, extra: &str) -> String {
+        format!(
+            "[scheduler]\nenabled = true\n{extra}runner_dir = {:?}\n",
+            self.dir.display().to_string()
+        )
+    }
+
+    /// Live registered runners: (pid, scheduler group).
+    pub fn live(&self) -> Vec<(u32, String)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid: u32 = name.strip_suffix(".runner")?.parse().ok()?;
+                let group = std::fs::read_to_string(e.path()).ok()?;
+                process_alive(pid).then_some((pid, group))
+            })
+            .collect()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for (pid, _) in self.live() {
+            // A runner's command runs in a process group of its own: kill those first.
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            let groups = children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+                .chain([pid as i32]);
+            for group in groups {
+                // SAFETY: a signal to the process group of a runner the test's cluster started
+                // (each runner, and each command it runs, leads its own group).
+                unsafe {
+                    libc::kill(-group, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Lines of node `id`'s log that contain `text`.
+pub fn log_lines(cluster: &Cluster, id: u64, text: &str) -> usize {
+    std::fs::read_to_string(cluster.local.log_path(id))
+        .map(|l| l.lines().filter(|l| l.contains(text)).count())
+        .unwrap_or(0)
+}
+
+/// [`log_lines`] over every node.
+pub fn log_lines_all(cluster: &Cluster, text: &str) -> usize {
+    (1..=cluster.local.nodes.len() as u64)
+        .map(|id| log_lines(cluster, id, text))
+        .sum()
+}
+
+/// Checks `check` every 50 ms for `window`, failing at the first time it does not hold: for
+/// what must *not* happen during a while.
+pub async fn holds_for<F, Fut>(what: &str, window: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < end {
+        assert!(check().await, "{what} did not hold");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `f` returns Some, polling every 50 ms, up to `timeout`; panics naming `what`
 /// when it does not.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T

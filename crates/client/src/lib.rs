@@ -447,6 +447,8 @@ queue_calls! {
     pub fn release = release(pb::HandBackRequest) -> pb::ReleaseResponse [request_id];
     pub fn bury = bury(pb::HandBackRequest) -> pb::Ack [request_id];
     pub fn modify = modify(pb::ModifyRequest) -> pb::ModifyResponse [request_id];
+    /// Opens, pauses or drains reserving.
+    pub fn set_reserving = set_reserving(pb::SetReservingRequest) -> pb::Ack [request_id];
     fn kick_rpc = kick(pb::KeysRequest) -> pb::CountResponse [request_id];
     fn kill_rpc = kill(pb::KeysRequest) -> pb::CountResponse [request_id];
     fn delete_rpc = delete(pb::KeysRequest) -> pb::DeleteResponse [request_id];

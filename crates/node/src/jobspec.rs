@@ -252,13 +252,30 @@ fn json_requirements(j: &JsonJob, d: &JobDefaults) -> Result<pb::Requirements, (
     })
 }
 
+/// Refuses a `mounts` field that asks for anything (null, "", [] and {} ask for nothing):
+/// nothing mounts them yet, and a job must not be accepted and run without them.
+fn no_mounts(field: String, mounts: &Option<serde_json::Value>) -> Result<(), (String, String)> {
+    use serde_json::Value;
+    let empty = match mounts {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        Some(_) => false,
+    };
+    if empty {
+        return Ok(());
+    }
+    Err((field, raftq_proto::convert::MOUNTS_UNSUPPORTED.into()))
+}
+
 /// The dependencies of a JSON object line: dep groups (`deps`, or the defaults) and jobs
 /// named by their essence (`cmd_deps`).
 fn json_deps(
     groups: Option<Vec<String>>,
     essences: Option<Vec<JsonEssence>>,
     d: &JobDefaults,
-) -> Vec<pb::Dependency> {
+) -> Result<Vec<pb::Dependency>, (String, String)> {
     let mut deps: Vec<pb::Dependency> = groups
         .unwrap_or_else(|| d.deps.clone())
         .into_iter()
@@ -266,14 +283,15 @@ fn json_deps(
             target: Some(pb::dependency::Target::DepGroup(g)),
         })
         .collect();
-    for e in essences.unwrap_or_default() {
-        let mounts = e.mounts.as_ref().map(value_str).unwrap_or_default();
-        let key = queue_fsm::JobKey::of_essence(&e.cmd, &e.cwd, &mounts);
+    for (i, e) in essences.unwrap_or_default().into_iter().enumerate() {
+        // A job with mounts cannot be added, so a dependency on one could never be met.
+        no_mounts(format!("cmd_deps[{i}].mounts"), &e.mounts)?;
+        let key = queue_fsm::JobKey::of_essence(&e.cmd, &e.cwd, "");
         deps.push(pb::Dependency {
             target: Some(pb::dependency::Target::JobKey(key.to_string())),
         });
     }
-    deps
+    Ok(deps)
 }
 
 /// The job of a JSON object line.
@@ -282,8 +300,9 @@ fn from_json(mut j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, St
         .cmd
         .take()
         .ok_or_else(|| ("cmd".to_string(), "is required".to_string()))?;
+    no_mounts("mounts".into(), &j.mounts)?;
     let requirements = json_requirements(&j, d)?;
-    let deps = json_deps(j.deps, j.cmd_deps, d);
+    let deps = json_deps(j.deps, j.cmd_deps, d)?;
     let mut bs = Vec::new();
     behaviours(
         &mut bs,
@@ -303,7 +322,7 @@ fn from_json(mut j: JsonJob, d: &JobDefaults) -> Result<pb::JobSpec, (String, St
         cwd: j.cwd.unwrap_or_else(|| d.cwd.clone()),
         cwd_matters: j.cwd_matters.unwrap_or(d.cwd_matters),
         change_home: j.change_home.unwrap_or(d.change_home),
-        mounts: j.mounts.as_ref().map(value_str).unwrap_or_default(),
+        mounts: String::new(),
         rep_grp: j.rep_grp.unwrap_or_else(|| d.rep_grp.clone()),
         req_grp: j.req_grp.unwrap_or_else(|| d.req_grp.clone()),
         requirements: Some(requirements),
@@ -470,6 +489,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "on_exit[0]");
+        let e = parse_line(5, r#"{"cmd":"x","mounts":[{"Mount":"/m"}]}"#, &d).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "mounts"));
+        assert!(e.reason.contains("not supported"), "{e}");
+        let e = parse_line(
+            5,
+            r#"{"cmd":"x","cmd_deps":[{"cmd":"y","mounts":"s3://b"}]}"#,
+            &d,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "cmd_deps[0].mounts");
+        for nothing in [r#""""#, "[]", "null", "{}"] {
+            let line = format!(r#"{{"cmd":"x","mounts":{nothing}}}"#);
+            assert!(parse_line(5, &line, &d).is_ok(), "{line}");
+        }
         let e = parse_line(4, r#"{"cmd": "x""#, &d).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (4, "json"));
         assert!(e.to_string().starts_with("line 4: json: "));

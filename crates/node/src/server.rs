@@ -198,6 +198,7 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
         log_dir: dir.clone(),
         idle_exit_s: config.scheduler.idle_exit_s,
         ttr_s: config.scheduler.ttr_s,
+        kill_over_time: config.scheduler.kill_over_time,
     };
     Ok(tokio::spawn(crate::scheduler::run(
         node,

@@ -91,6 +91,18 @@ impl<S: Store> Fsm<S> {
         Ok(out)
     }
 
+    /// Jobs held by a runner (reserved, running, or lost while its runner may still run it)
+    /// per scheduler group: how many of a group's runners are busy. O(held jobs + timers).
+    pub fn held_by_sched_group(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for s in [StateName::Reserved, StateName::Running, StateName::Lost] {
+            for l in self.by_state(s, 0)? {
+                *out.entry(l.job.sched_group).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn limit_groups(&self) -> Result<BTreeMap<String, LimitState>, StoreError> {
         let mut out = BTreeMap::new();
         for r in self.store.scan(Space::Limits, b"", b"") {

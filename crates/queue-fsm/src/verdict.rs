@@ -35,10 +35,13 @@ pub enum FailReason {
     Killed,
     /// The runner stopped touching the reservation (set by the queue at lease expiry).
     Lost,
+    /// The job needs more memory or cores than any runner the scheduler can start (set by
+    /// the leader's scheduler, which buries such a job instead of leaving it waiting).
+    Resource,
 }
 
 impl FailReason {
-    pub const ALL: [FailReason; 12] = [
+    pub const ALL: [FailReason; 13] = [
         FailReason::Env,
         FailReason::Cwd,
         FailReason::Start,
@@ -51,6 +54,7 @@ impl FailReason {
         FailReason::Signal,
         FailReason::Killed,
         FailReason::Lost,
+        FailReason::Resource,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl FailReason {
             FailReason::Signal => "runner received a signal to stop",
             FailReason::Killed => "killed by user request",
             FailReason::Lost => "lost contact with runner",
+            FailReason::Resource => "resource requirements cannot be met",
         }
     }
 
@@ -177,6 +182,7 @@ mod tests {
             (FailReason::Exit, "command exited non-zero"),
             (FailReason::Abnormal, "command failed to complete normally"),
             (FailReason::Signal, "runner received a signal to stop"),
+            (FailReason::Resource, "resource requirements cannot be met"),
         ] {
             assert_eq!(r.as_str(), text);
         }

@@ -18,7 +18,7 @@
 pub mod exec;
 pub mod runner;
 
-pub use runner::{Runner, RunnerConfig, Summary};
+pub use runner::{stop_on_signals, Runner, RunnerConfig, Summary, STOP_SIGNALS};
 
 #[cfg(test)]
 mod tests;

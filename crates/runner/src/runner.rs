@@ -1,6 +1,6 @@
 //! The runner loop: reserve a job, run it, touch its reservation while it runs, report the
-//! outcome, repeat; exit when idle, after `max_jobs`, or on SIGTERM/SIGINT (killing and
-//! releasing the job in hand). Reports go to any manager and are retried with the same
+//! outcome, repeat; exit when idle, after `max_jobs`, or on one of [`STOP_SIGNALS`] (killing
+//! the command's process group and releasing the job in hand). Reports go to any manager and are retried with the same
 //! request id for hours, so an outcome is never lost and never recorded twice.
 
 use crate::exec::{self, ExecResult, ExecSpec, StopReason, WorkDir};
@@ -24,6 +24,11 @@ pub struct RunnerConfig {
     pub ttr: Duration,
     /// This host's name, reported with Started.
     pub host: String,
+    /// Stop a command that runs past its time (plus a margin, [`time_limit`]) and release it
+    /// as over time. Off by default: a job's time is a scheduling estimate that learning
+    /// corrects, not a limit (wr's local scheduler does not kill for time either); turn it on
+    /// where the user wants a hard limit. Batch systems enforce their own.
+    pub kill_over_time: bool,
 }
 
 impl Default for RunnerConfig {
@@ -35,6 +40,7 @@ impl Default for RunnerConfig {
             shell: "bash".into(),
             ttr: Duration::from_secs(60),
             host: hostname(),
+            kill_over_time: false,
         }
     }
 }
@@ -43,6 +49,50 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The signals on which a runner stops cleanly: it kills its command's process group,
+/// releases the job (reason [`queue_fsm::FailReason::Signal`], which uses up no retry
+/// beyond the run itself) and exits. Batch systems send SIGUSR1/SIGUSR2 or SIGQUIT before
+/// a kill; without a handler those would end the runner at once, leave the command running
+/// in its own process group, and the job would be lost and could run twice.
+pub const STOP_SIGNALS: [(i32, &str); 6] = [
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+];
+
+/// Catches [`STOP_SIGNALS`] from now on (call it before the first reserve) and returns a
+/// watch that turns true at the first one, for [`Runner::run`]. Needs a tokio runtime.
+pub fn stop_on_signals() -> std::io::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut streams = Vec::new();
+    for (sig, name) in STOP_SIGNALS {
+        streams.push((signal(SignalKind::from_raw(sig))?, name));
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let (name_tx, mut name_rx) = tokio::sync::mpsc::channel(STOP_SIGNALS.len());
+        for (mut s, name) in streams {
+            let name_tx = name_tx.clone();
+            tokio::spawn(async move {
+                if s.recv().await.is_some() {
+                    let _ = name_tx.send(name).await;
+                }
+            });
+        }
+        if let Some(name) = name_rx.recv().await {
+            tracing::info!(
+                signal = name,
+                "stopping: the job in hand is killed and released"
+            );
+            let _ = tx.send(true);
+        }
+    });
+    Ok(rx)
 }
 
 /// What a runner did before it exited.
@@ -128,9 +178,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Time allowed beyond the requested time before a command is stopped.
-fn time_margin(requested: Duration) -> Duration {
-    (requested / 10).max(Duration::from_secs(60))
+/// When to stop a command whose job asked for `time_s` (0: no time given): only with
+/// `kill_over_time`, and then after the time plus a margin of 10% or a minute, whichever is
+/// more.
+pub fn time_limit(time_s: u32, kill_over_time: bool) -> Option<Duration> {
+    (kill_over_time && time_s > 0).then(|| {
+        let t = Duration::from_secs(time_s as u64);
+        t + (t / 10).max(Duration::from_secs(60))
+    })
 }
 
 pub struct Runner {
@@ -261,10 +316,7 @@ impl Runner {
             dir,
             env,
             change_home: spec_in.change_home,
-            time_limit: (time_s > 0).then(|| {
-                let t = Duration::from_secs(time_s as u64);
-                t + time_margin(t)
-            }),
+            time_limit: time_limit(time_s, self.config.kill_over_time),
             ram_limit_mb: job
                 .effective
                 .as_ref()
@@ -475,6 +527,14 @@ mod tests {
             exit_code: exit,
             ..ExecResult::default()
         }
+    }
+
+    #[test]
+    fn time_is_an_estimate_unless_a_hard_limit_is_asked_for() {
+        assert_eq!(time_limit(3600, false), None);
+        assert_eq!(time_limit(0, true), None);
+        assert_eq!(time_limit(3600, true), Some(Duration::from_secs(3960)));
+        assert_eq!(time_limit(60, true), Some(Duration::from_secs(120)));
     }
 
     #[test]

@@ -5,14 +5,29 @@ use super::ConvertError;
 use crate::pb;
 use queue_fsm::{AddJobs, Command, JobSpec, Request};
 
-/// Add. Errors in a job name it as `jobs[i]…`.
+/// Why a job with mounts is refused: nothing mounts them yet, and a job that ran without the
+/// files it asked for would fail in a way nobody could explain.
+pub const MOUNTS_UNSUPPORTED: &str =
+    "is not supported yet: raftq does not mount anything, so a job with mounts is refused \
+     rather than run without them; remove the field";
+
+/// Add. Errors in a job name it as `jobs[i]…`. Jobs with `mounts` are refused
+/// ([`MOUNTS_UNSUPPORTED`]); the field stays in the job model (it is part of the job key).
 pub fn add_request(r: pb::AddRequest) -> Result<Request, ConvertError> {
     let id = request_id(&r.request_id)?;
     let jobs = r
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(i, s)| JobSpec::try_from(s).map_err(|e| e.under(&format!("jobs[{i}]"))))
+        .map(|(i, s)| {
+            if !s.mounts.is_empty() {
+                return Err(ConvertError::new(
+                    format!("jobs[{i}].mounts"),
+                    MOUNTS_UNSUPPORTED,
+                ));
+            }
+            JobSpec::try_from(s).map_err(|e| e.under(&format!("jobs[{i}]")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Request::new(
         id,
@@ -36,6 +51,7 @@ mod tests {
     fn validation_names_the_field() {
         let spec = |f: fn(&mut pb::JobSpec)| {
             let mut s = pb::JobSpec::from(full_spec());
+            s.mounts.clear();
             f(&mut s);
             let mut jobs = vec![pb::JobSpec::from(JobSpec::new("ok")); 3];
             jobs.push(s);
@@ -45,6 +61,7 @@ mod tests {
             })
         };
         assert_eq!(field_of(spec(|s| s.priority = 256)), "jobs[3].priority");
+        assert_eq!(field_of(spec(|s| s.mounts = "m1".into())), "jobs[3].mounts");
         assert_eq!(field_of(spec(|s| s.retries = 1000)), "jobs[3].retries");
         assert_eq!(field_of(spec(|s| s.r#override = 3)), "jobs[3].override");
         assert_eq!(
@@ -97,9 +114,13 @@ mod tests {
     #[test]
     fn requests_convert() {
         let rid = RequestId(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+        let spec = JobSpec {
+            mounts: String::new(),
+            ..full_spec()
+        };
         let r = add_request(pb::AddRequest {
             request_id: request_id_bytes(Some(rid)),
-            jobs: vec![full_spec().into()],
+            jobs: vec![spec.clone().into()],
             env: vec!["A=1".into()],
             ignore_complete: true,
             return_keys: true,
@@ -109,7 +130,7 @@ mod tests {
         assert_eq!(
             r.cmd,
             Command::Add(AddJobs {
-                jobs: vec![full_spec()],
+                jobs: vec![spec],
                 env: vec!["A=1".into()],
                 ignore_complete: true,
                 return_keys: true,

@@ -47,7 +47,7 @@ mod search;
 #[cfg(test)]
 mod testkit;
 
-pub use add::add_request;
+pub use add::{add_request, MOUNTS_UNSUPPORTED};
 pub use by_key::{
     delete_request, kick_request, kill_request, modify_request, set_limit_request,
     set_reserving_request,

@@ -1,6 +1,7 @@
-//! `raftq runner`: reserve and run jobs until idle (or a job count, or SIGINT/SIGTERM).
+//! `raftq runner`: reserve and run jobs until idle (or a job count, or a stop signal:
+//! SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2).
 
-use super::{client_config, shutdown_signal, ClusterArg};
+use super::{client_config, ClusterArg};
 use clap::Args;
 use raftq_client::{Client, ClientConfig};
 use raftq_node::jobspec::parse_duration_s;
@@ -25,9 +26,16 @@ pub(super) struct RunnerArgs {
     /// Time-to-release of each reservation (touched every quarter of it).
     #[arg(long, default_value = "60s")]
     ttr: String,
+    /// Stop a job that runs past its time plus max(10%, 1 minute), as "command used too much
+    /// time" (its time is raised for the retry). Off by default: a job's time is an estimate
+    /// that learning corrects, not a limit.
+    #[arg(long)]
+    kill_over_time: bool,
 }
 
 pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
+    // First: a stop signal that arrives while the runner sets up is not a crash.
+    let stop_rx = raftq_runner::stop_on_signals()?;
     let secs = |field: &str, v: &str| -> anyhow::Result<Duration> {
         Ok(Duration::from_secs(
             parse_duration_s(v).map_err(|e| anyhow::anyhow!("--{field}: {e}"))? as u64,
@@ -39,6 +47,7 @@ pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
         idle_exit: secs("idle-exit", &a.idle_exit)?,
         shell: a.shell.clone(),
         ttr: secs("ttr", &a.ttr)?.max(Duration::from_secs(1)),
+        kill_over_time: a.kill_over_time,
         ..raftq_runner::RunnerConfig::default()
     };
     let base = client_config(a.cluster.token_file.as_deref())?;
@@ -51,11 +60,6 @@ pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
             ..base
         },
     )?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     let r = raftq_runner::Runner::new(client, reporter, config);
     let s = r.run(stop_rx).await?;
     eprintln!(

@@ -22,8 +22,11 @@ pub use replica::{ReadError, Replica, StoreHealth};
 use crate::clock::Clock;
 use crate::limits::MAX_RESERVE_WAIT_MS;
 use crate::proposer::{ProposeError, Proposer};
-use queue_fsm::{Fsm, NoJob, Outcome, Request, RequestId, Response, RocksStore, StoreError};
+use queue_fsm::{
+    Command, Fsm, NoJob, Outcome, Request, RequestId, Response, RocksStore, StoreError,
+};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -74,6 +77,9 @@ pub struct Node {
     proposer: Proposer,
     clock: Arc<dyn Clock>,
     watches: AppliedWatches,
+    /// Scheduler groups whose waiting long polls end now with no job (see
+    /// [`Node::set_yielding`]).
+    yielding: watch::Sender<BTreeSet<String>>,
 }
 
 impl Node {
@@ -95,6 +101,7 @@ impl Node {
             proposer,
             clock,
             watches,
+            yielding: watch::Sender::new(BTreeSet::new()),
         }
     }
 
@@ -120,6 +127,19 @@ impl Node {
 
     pub fn applied_changes(&self) -> watch::Receiver<u64> {
         self.watches.applied.clone()
+    }
+
+    /// Makes the long polls of runners of `groups` that find no job return now, instead of
+    /// at the end of their wait, and keeps doing so until the set changes: a runner that
+    /// gets no job exits, which frees its core and RAM for a group that waits for them. The
+    /// scheduler sets it each round (empty when nothing waits); a poll that gets a job is not
+    /// affected, so no job is interrupted.
+    pub fn set_yielding(&self, groups: BTreeSet<String>) {
+        self.yielding.send_if_modified(|g| {
+            let changed = *g != groups;
+            *g = groups;
+            changed
+        });
     }
 
     /// The leader's clock (what the proposer stamps entries with).
@@ -218,6 +238,12 @@ impl Node {
     async fn reserve_here(&self, req: Request, wait_ms: u64) -> Result<Outcome, RouteError> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut ready_rx = self.ready_changes();
+        let mut yield_rx = self.yielding.subscribe();
+        let group = match &req.cmd {
+            Command::Reserve { group, .. } => group.clone(),
+            _ => None,
+        };
+        let yields = |set: &BTreeSet<String>| group.as_ref().is_some_and(|g| set.contains(g));
         let mut attempt: u32 = 0;
         loop {
             let _ = *ready_rx.borrow_and_update();
@@ -236,7 +262,10 @@ impl Node {
                 }
             };
             let none_ready = matches!(outcome, Ok(Response::NoJob(NoJob::NoneReady)));
-            if !none_ready || tokio::time::Instant::now() >= deadline {
+            if !none_ready
+                || tokio::time::Instant::now() >= deadline
+                || yields(&yield_rx.borrow_and_update())
+            {
                 return Ok(outcome);
             }
             attempt += 1;
@@ -246,6 +275,11 @@ impl Node {
             tokio::select! {
                 r = ready_rx.changed() => {
                     if r.is_err() {
+                        return Ok(outcome);
+                    }
+                }
+                r = yield_rx.changed() => {
+                    if r.is_err() || yields(&yield_rx.borrow_and_update()) {
                         return Ok(outcome);
                     }
                 }

@@ -146,6 +146,36 @@ async fn a_blocked_reserve_ends_at_its_deadline() {
     took(start, 3_000, 3_100);
 }
 
+fn reserve_in(group: &str) -> Command {
+    Command::Reserve {
+        runner: queue_fsm::RunnerId(1),
+        group: Some(group.into()),
+        ttr_ms: 60_000,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_yielding_group_ends_its_waiting_reserves_now() {
+    let (_fake, node) = FakeConsensus::leader();
+    let start = tokio::time::Instant::now();
+    let mine = spawn_reserve(&node, req(reserve_in("g")), 30_000);
+    let other = spawn_reserve(&node, req(reserve_in("h")), 30_000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!mine.is_finished(), "no job yet: the reserve waits");
+    node.set_yielding(["g".to_string()].into());
+    let r = mine.await.unwrap().unwrap();
+    assert_eq!(r, Ok(Response::NoJob(NoJob::NoneReady)));
+    took(start, 2_000, 2_100);
+    assert!(!other.is_finished(), "another group's reserve still waits");
+    // a reserve of a yielding group that arrives later ends at once too
+    let start = tokio::time::Instant::now();
+    let r = node.reserve(req(reserve_in("g")), 30_000).await.unwrap();
+    assert_eq!(r, Ok(Response::NoJob(NoJob::NoneReady)));
+    took(start, 0, 100);
+    node.set_yielding(Default::default());
+    other.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_retried_long_poll_replays_its_attempts() {
     let (fake, node) = FakeConsensus::leader();

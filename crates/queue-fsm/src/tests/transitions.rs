@@ -203,6 +203,22 @@ fn reserve_within_a_scheduler_group() {
 }
 
 #[test]
+fn held_jobs_are_counted_per_scheduler_group() {
+    let mut t = T::new();
+    let a = t.add_cmd("a");
+    t.add_cmd("b");
+    let g = t.job(a).sched_group;
+    assert!(t.fsm.held_by_sched_group().unwrap().is_empty());
+    let (k, f) = t.reserve();
+    assert_eq!(t.fsm.held_by_sched_group().unwrap()[&g], 1);
+    t.start(k, f);
+    t.reserve();
+    assert_eq!(t.fsm.held_by_sched_group().unwrap()[&g], 2);
+    t.archive(k, f);
+    assert_eq!(t.fsm.held_by_sched_group().unwrap()[&g], 1);
+}
+
+#[test]
 fn pause_and_drain_stop_reserving() {
     let mut t = T::new();
     t.add_cmd("a");
