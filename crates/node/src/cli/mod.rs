@@ -13,11 +13,13 @@
 //! - [`status`]: `raftq status`, job counts per rep group and state, and job details.
 //! - [`select`]: `raftq kill`, `retry` and `remove` of jobs chosen by key or rep group.
 //! - [`cluster`]: `raftq cluster status|snapshot|add-node|remove-node`.
+//! - [`cert`]: `raftq cert ca|node`, the cluster CA and node certificates.
 //! - [`bench`]: `raftq bench`, throughput, latency and failover.
 //! - [`runner`]: `raftq runner`, reserve and run jobs until idle.
 
 mod add;
 mod bench;
+mod cert;
 mod cluster;
 mod down;
 mod node;
@@ -64,6 +66,9 @@ enum Cmd {
     /// Cluster administration.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Make the cluster CA and node certificates (TLS).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
     /// Measure throughput, latency and failover (starts its own cluster without --cluster).
     Bench(bench::BenchArgs),
     /// Reserve and run jobs until idle.
@@ -164,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Retry(a) => select::run(a, select::Action::Retry).await,
         Cmd::Remove(a) => select::run(a, select::Action::Remove).await,
         Cmd::Cluster(c) => cluster::run(c).await,
+        Cmd::Cert(c) => cert::run(c),
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Runner(a) => runner::run(a).await,
     }
