@@ -168,7 +168,7 @@ impl Client {
             ));
         }
         for n in &nodes {
-            endpoint(n).map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
+            endpoint(n, None).map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
         }
         let channels = vec![None; nodes.len()];
         let auth =
@@ -201,7 +201,7 @@ impl Client {
         if let Some(c) = &st.channels[i] {
             return Ok(c.clone());
         }
-        let c = endpoint(&self.nodes[i])
+        let c = endpoint(&self.nodes[i], None)
             .map_err(|e| ClientError::Config(e.to_string()))?
             .connect_lazy();
         st.channels[i] = Some(c.clone());

@@ -289,6 +289,66 @@ pub fn node_id_of(cert_der: &[u8]) -> Result<u64, String> {
     }
 }
 
+/// A node's TLS material, read from its files: its identity (certificate chain and key) and
+/// the cluster CA it trusts, as PEM.
+#[derive(Clone)]
+pub struct NodeTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+impl NodeTls {
+    /// Reads the three files; the error names the file.
+    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<NodeTls, CertError> {
+        let read = |p: &Path, what: &str| -> Result<Vec<u8>, CertError> {
+            let b = std::fs::read(p).map_err(|source| CertError::Io {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            if !b.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(CertError::Unreadable {
+                    path: p.to_path_buf(),
+                    problem: format!("holds no PEM {what}"),
+                });
+            }
+            Ok(b)
+        };
+        Ok(NodeTls {
+            cert_pem: read(cert, "certificate")?,
+            key_pem: read(key, "private key")?,
+            ca_pem: read(ca, "CA certificate")?,
+        })
+    }
+
+    /// The node's own id as its certificate names it.
+    pub fn own_id(&self) -> Result<u64, String> {
+        node_id_of(&first_der(&self.cert_pem)?)
+    }
+
+    /// The identity this node serves with and calls its peers with.
+    pub fn identity(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem)
+    }
+
+    /// The client side: trust the cluster CA, present this node's certificate.
+    pub fn peer_tls(&self) -> raftq_proto::endpoint::Tls {
+        raftq_proto::endpoint::Tls {
+            ca_pem: self.ca_pem.clone(),
+            identity: Some(self.identity()),
+        }
+    }
+
+    /// The server side: this node's identity; client certificates checked against the CA
+    /// when presented, and optional (clients and runners come with a token only).
+    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(self.identity())
+            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(true)
+    }
+}
+
 /// The DER of the first certificate of a PEM text.
 pub fn first_der(pem_text: &[u8]) -> Result<Vec<u8>, String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text)
@@ -354,6 +414,11 @@ mod tests {
             assert!(names.iter().any(|n| n.contains(want)), "{want}: {names:?}");
         }
         assert_eq!(node_id_of(&node_der), Ok(3));
+        // the files load as a node's TLS settings naming their node
+        let tls = NodeTls::load(&files.cert, &files.key, &ca.cert).unwrap();
+        assert_eq!(tls.own_id(), Ok(3));
+        let e = NodeTls::load(&files.cert, &files.key, &dir.path().join("none.pem"));
+        assert!(e.is_err_and(|e| e.to_string().contains("none.pem")));
         let days = (x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp())
             / 86_400;
         assert_eq!(days, i64::from(DEFAULT_NODE_DAYS));
