@@ -100,6 +100,8 @@ pub struct LocalLauncher {
     pub exe: PathBuf,
     pub cluster: String,
     pub token_file: PathBuf,
+    /// The cluster CA the runners trust (`--ca-file`) when the managers speak TLS.
+    pub ca_file: Option<PathBuf>,
     pub log_dir: PathBuf,
     pub idle_exit_s: u64,
     pub ttr_s: u64,
@@ -121,8 +123,11 @@ impl Launcher for LocalLauncher {
             .arg("--cluster")
             .arg(&self.cluster)
             .arg("--token-file")
-            .arg(&self.token_file)
-            .arg("--group")
+            .arg(&self.token_file);
+        if let Some(ca) = &self.ca_file {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        cmd.arg("--group")
             .arg(group)
             .arg("--idle-exit")
             .arg(format!("{}s", self.idle_exit_s))

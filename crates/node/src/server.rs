@@ -224,6 +224,7 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
         exe: std::env::current_exe().context("finding the raftq executable")?,
         cluster,
         token_file: config.token_path(),
+        ca_file: config.tls_ca_file.clone(),
         log_dir: dir.clone(),
         idle_exit_s: config.scheduler.idle_exit_s,
         ttr_s: config.scheduler.ttr_s,

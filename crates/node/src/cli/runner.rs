@@ -1,6 +1,6 @@
 //! `raftq runner`: reserve and run jobs until idle (or a job count, or SIGINT/SIGTERM).
 
-use super::{client_config, shutdown_signal, ClusterArg};
+use super::{shutdown_signal, ClusterArg};
 use clap::Args;
 use raftq_client::{Client, ClientConfig};
 use raftq_node::jobspec::parse_duration_s;
@@ -41,7 +41,7 @@ pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
         ttr: secs("ttr", &a.ttr)?.max(Duration::from_secs(1)),
         ..raftq_runner::RunnerConfig::default()
     };
-    let base = client_config(a.cluster.token_file.as_deref())?;
+    let base = a.cluster.config()?;
     let client = Client::from_list(&a.cluster.cluster, base.clone())?;
     // Touches and reports are retried for hours: a result is never lost to a manager outage.
     let reporter = Client::from_list(
