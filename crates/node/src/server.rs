@@ -5,7 +5,7 @@
 //! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `serve`, and the shutdown.
 
 use crate::admin_service::AdminService;
-use crate::auth::CheckToken;
+use crate::auth::{CheckPeer, CheckToken, Membership, MembershipOf};
 use crate::clock::WallClock;
 use crate::config::NodeConfig;
 use crate::limits::{MAX_QUEUE_MESSAGE_BYTES, MAX_RAFT_MESSAGE_BYTES};
@@ -252,6 +252,7 @@ async fn serve(
     if let Some(tls) = tls {
         server = server.tls_config(tls.server_config())?;
     }
+    let check_peer = CheckPeer::new(check.clone(), tls.map(|_| membership_of(raft)));
     server
         .add_service(InterceptedService::new(
             pb::queue_server::QueueServer::new(QueueService { node: node.clone() })
@@ -273,10 +274,28 @@ async fn serve(
             })
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-            check,
+            check_peer,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Whether a node id is in this node's current membership (voters, learners, both halves of
+/// a joint configuration), from Raft's metrics.
+fn membership_of(raft: &RaftHandle) -> MembershipOf {
+    use openraft::async_runtime::WatchReceiver;
+    let metrics = raft.metrics();
+    Arc::new(move |id| {
+        let m = metrics.borrow_watched();
+        let members = m.membership_config.membership();
+        if members.nodes().next().is_none() {
+            Membership::None
+        } else if members.get_node(&id).is_some() {
+            Membership::Member
+        } else {
+            Membership::NotMember
+        }
+    })
 }
 
 /// Accepted connections of `listener` as the stream tonic serves.
