@@ -7,7 +7,7 @@
 //! - [`convert`]: pb ↔ queue-fsm, a folder of modules by command family (its header lists
 //!   them). Network input converts fallibly (`ConvertError` names the
 //!   field path); building each `Request` from its request message; fsm responses and stats to
-//!   pb; `CommandError` ↔ `tonic::Status` (via `x-raftq-error-bin` metadata).
+//!   pb; `CommandError` ↔ `tonic::Status` (gRPC's standard error details: `ErrorInfo`, `BadRequest`).
 //! - [`endpoint`]: the one builder of a node's `http://HOST:PORT` endpoint.
 //! - [`limits`]: bounds both sides agree on (message size, longest Reserve wait).
 

@@ -1,17 +1,18 @@
 //! Errors of the conversion and the mapping of the state machine's refusals to and from a
 //! gRPC [`Status`].
 
-use queue_fsm::CommandError;
-use tonic::metadata::MetadataValue;
+use queue_fsm::{CommandError, FenceToken, JobKey, StateName};
+use std::collections::HashMap;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-/// The binary metadata key that carries a postcard-encoded [`CommandError`].
-pub const ERROR_METADATA_KEY: &str = "x-raftq-error-bin";
+/// The `ErrorInfo.domain` of raftq's refusals.
+pub const ERROR_DOMAIN: &str = "raftq";
 
 /// Bounds that keep an error's status within HTTP/2 header limits (hyper's default header
 /// list is 16 KiB, and `grpc-message` is percent-encoded, binary metadata base64-encoded).
 const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
-const MAX_ERROR_METADATA_BYTES: usize = 4096;
+const MAX_ERROR_DETAILS_BYTES: usize = 4096;
 /// A longer dependency cycle is shown with its middle left out.
 const CYCLE_SHOWN_EACH_END: usize = 16;
 /// Characters of a bad input value quoted back in an error.
@@ -51,28 +52,36 @@ impl ConvertError {
     }
 }
 
-/// `INVALID_ARGUMENT`, with the error (as `CommandError::Invalid`) in `x-raftq-error-bin` so
-/// that the Rust client decodes it like any other refusal.
+/// `INVALID_ARGUMENT`, with the error's details as `CommandError::Invalid`'s, so that a client
+/// decodes it like any other refusal.
 impl From<ConvertError> for Status {
     fn from(e: ConvertError) -> Status {
-        let message = bounded(e.to_string(), MAX_STATUS_MESSAGE_BYTES);
-        let mut status = Status::new(Code::InvalidArgument, message);
-        attach_error(
-            &mut status,
+        let message = e.to_string();
+        status_of(
             &CommandError::Invalid {
                 field: e.field,
                 reason: e.reason,
             },
-        );
-        status
+            message,
+        )
     }
 }
 
 /// The gRPC status for a refusal by the state machine: `INVALID_ARGUMENT` for bad input
 /// (`InvalidJob`, `Invalid`, `Cycle`), `NOT_FOUND`, `FAILED_PRECONDITION` for `StaleFence` and
-/// `WrongState`. The message is the error's `Display`; the postcard encoding of the error is
-/// in the `x-raftq-error-bin` metadata (a very long cycle has its middle left out).
+/// `WrongState`. The message is the error's `Display`. The error itself travels in the
+/// standard `grpc-status-details-bin` trailer (gRPC's richer error model, readable by any
+/// language's gRPC library): a `google.rpc.ErrorInfo` with domain `raftq`, the kind as its
+/// reason and the fields as its metadata (see [`error_info`]), and for bad input also a
+/// `google.rpc.BadRequest` naming the field. A very long cycle has its middle left out.
 pub fn command_error_status(e: &CommandError) -> Status {
+    let shown = shorten(e);
+    let e = shown.as_ref().unwrap_or(e);
+    status_of(e, e.to_string())
+}
+
+/// The status for `e` with `message` (bounded) as its message.
+fn status_of(e: &CommandError, message: String) -> Status {
     let code = match e {
         CommandError::InvalidJob { .. }
         | CommandError::Invalid { .. }
@@ -82,28 +91,143 @@ pub fn command_error_status(e: &CommandError) -> Status {
             Code::FailedPrecondition
         }
     };
-    let shown = shorten(e);
-    let e = shown.as_ref().unwrap_or(e);
-    let mut status = Status::new(code, bounded(e.to_string(), MAX_STATUS_MESSAGE_BYTES));
-    attach_error(&mut status, e);
+    let message = bounded(message, MAX_STATUS_MESSAGE_BYTES);
+    let (reason, metadata) = error_info(e);
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    match e {
+        CommandError::InvalidJob {
+            index,
+            field,
+            reason,
+        } => {
+            details.add_bad_request_violation(format!("jobs[{index}].{field}"), reason.clone());
+        }
+        CommandError::Invalid { field, reason } => {
+            details.add_bad_request_violation(field.clone(), reason.clone());
+        }
+        _ => {}
+    }
+    let status = Status::with_error_details(code, message.clone(), details);
+    if status.details().len() > MAX_ERROR_DETAILS_BYTES {
+        return Status::new(code, message);
+    }
     status
+}
+
+/// An `ErrorInfo`'s reason and metadata for `e` (the wire contract of refusals, documented in
+/// docs/protocol.md): `INVALID_JOB` {index, field, reason}, `INVALID` {field, reason},
+/// `NOT_FOUND` {key}, `STALE_FENCE` {key, presented, current (absent: no reservation)},
+/// `WRONG_STATE` {key, op, state, expected}, `CYCLE` {index, cycle_len, cycle.0 … cycle.N-1}.
+fn error_info(e: &CommandError) -> (&'static str, HashMap<String, String>) {
+    let mut m = HashMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    let reason = match e {
+        CommandError::InvalidJob {
+            index,
+            field,
+            reason,
+        } => {
+            put("index", index.to_string());
+            put("field", field.clone());
+            put("reason", reason.clone());
+            "INVALID_JOB"
+        }
+        CommandError::Invalid { field, reason } => {
+            put("field", field.clone());
+            put("reason", reason.clone());
+            "INVALID"
+        }
+        CommandError::NotFound { key } => {
+            put("key", key.to_string());
+            "NOT_FOUND"
+        }
+        CommandError::StaleFence {
+            key,
+            presented,
+            current,
+        } => {
+            put("key", key.to_string());
+            put("presented", presented.0.to_string());
+            if let Some(c) = current {
+                put("current", c.0.to_string());
+            }
+            "STALE_FENCE"
+        }
+        CommandError::WrongState {
+            key,
+            op,
+            state,
+            expected,
+        } => {
+            put("key", key.to_string());
+            put("op", op.clone());
+            put("state", state.as_str().to_string());
+            put("expected", expected.clone());
+            "WRONG_STATE"
+        }
+        CommandError::Cycle { index, cycle } => {
+            put("index", index.to_string());
+            put("cycle_len", cycle.len().to_string());
+            for (i, c) in cycle.iter().enumerate() {
+                put(&format!("cycle.{i}"), c.clone());
+            }
+            "CYCLE"
+        }
+    };
+    (reason, m)
 }
 
 /// The refusal carried by a status made with [`command_error_status`] (or from a
 /// [`ConvertError`]); `None` when the status carries none or it does not decode.
 pub fn status_command_error(s: &Status) -> Option<CommandError> {
-    let bytes = s.metadata().get_bin(ERROR_METADATA_KEY)?.to_bytes().ok()?;
-    postcard::from_bytes(&bytes).ok()
-}
-
-fn attach_error(status: &mut Status, e: &CommandError) {
-    if let Ok(bytes) = postcard::to_stdvec(e) {
-        if bytes.len() <= MAX_ERROR_METADATA_BYTES {
-            status
-                .metadata_mut()
-                .insert_bin(ERROR_METADATA_KEY, MetadataValue::from_bytes(&bytes));
-        }
+    let info = s.get_details_error_info()?;
+    if info.domain != ERROR_DOMAIN {
+        return None;
     }
+    let m = &info.metadata;
+    let text = |k: &str| m.get(k).cloned();
+    let num = |k: &str| m.get(k).and_then(|v| v.parse::<u64>().ok());
+    let key = || m.get("key").and_then(|k| JobKey::parse(k));
+    Some(match info.reason.as_str() {
+        "INVALID_JOB" => CommandError::InvalidJob {
+            index: usize::try_from(num("index")?).ok()?,
+            field: text("field")?,
+            reason: text("reason")?,
+        },
+        "INVALID" => CommandError::Invalid {
+            field: text("field")?,
+            reason: text("reason")?,
+        },
+        "NOT_FOUND" => CommandError::NotFound { key: key()? },
+        "STALE_FENCE" => CommandError::StaleFence {
+            key: key()?,
+            presented: FenceToken(num("presented")?),
+            current: match m.get("current") {
+                Some(c) => Some(FenceToken(c.parse().ok()?)),
+                None => None,
+            },
+        },
+        "WRONG_STATE" => CommandError::WrongState {
+            key: key()?,
+            op: text("op")?,
+            state: StateName::ALL
+                .into_iter()
+                .find(|n| Some(n.as_str()) == m.get("state").map(String::as_str))?,
+            expected: text("expected")?,
+        },
+        "CYCLE" => {
+            let len = usize::try_from(num("cycle_len")?).ok()?;
+            CommandError::Cycle {
+                index: usize::try_from(num("index")?).ok()?,
+                cycle: (0..len)
+                    .map(|i| text(&format!("cycle.{i}")))
+                    .collect::<Option<Vec<_>>>()?,
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// A cycle too long to show whole, with its middle replaced by a count.
@@ -209,6 +333,41 @@ mod tests {
                 reason: "is 300".into()
             })
         );
+    }
+
+    /// What a client in another language reads: the standard details, not raftq's types.
+    #[test]
+    fn refusals_carry_the_standard_error_details() {
+        let s = command_error_status(&CommandError::InvalidJob {
+            index: 3,
+            field: "cmd".into(),
+            reason: "must not be empty".into(),
+        });
+        let info = s.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.domain.as_str(), info.reason.as_str()),
+            ("raftq", "INVALID_JOB")
+        );
+        assert_eq!(info.metadata["field"], "cmd");
+        let bad = s.get_details_bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations[0].field, "jobs[3].cmd");
+        assert_eq!(bad.field_violations[0].description, "must not be empty");
+        let s = command_error_status(&CommandError::StaleFence {
+            key: key("a"),
+            presented: FenceToken(4),
+            current: None,
+        });
+        let info = s.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "STALE_FENCE");
+        assert_eq!(info.metadata["presented"], "4");
+        assert!(!info.metadata.contains_key("current"));
+        // another service's ErrorInfo is not taken for a refusal of the queue
+        let other = Status::with_error_details(
+            Code::FailedPrecondition,
+            "x",
+            ErrorDetails::with_error_info("NOT_FOUND", "example.com", HashMap::new()),
+        );
+        assert_eq!(status_command_error(&other), None);
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   [`Response`] fails with `INTERNAL` when the state machine answered with an unexpected
 //!   variant.
 //! - Refusals: [`command_error_status`] / [`status_command_error`] carry a [`CommandError`]
-//!   through a [`tonic::Status`] (code, message, and the postcard encoding in the
-//!   `x-raftq-error-bin` metadata).
+//!   through a [`tonic::Status`] (code, message, and gRPC's standard error details in
+//!   `grpc-status-details-bin`: a `google.rpc.ErrorInfo`, plus a `BadRequest` for bad input).
 //!
 //! Ids on the wire: request and runner ids are 16 bytes, big-endian `u128`; job keys are
 //! 32 hex digits; environment hashes 64.
@@ -22,7 +22,7 @@
 //! here, so callers write `convert::add_request` whichever file it lives in.
 //!
 //! - `error`: [`ConvertError`] and the mapping of refusals to and from a [`tonic::Status`]
-//!   ([`command_error_status`], [`status_command_error`], the `x-raftq-error-bin` details).
+//!   ([`command_error_status`], [`status_command_error`], the standard error details).
 //! - `scalars`: ids (request, runner, job key, environment hash), narrow integers and the
 //!   enums (state, trigger, reserve mode, match).
 //! - `job`: the job model: `JobSpec`, `Requirements`, `Dependency`, `Behaviour`, `RunReport`,
@@ -52,7 +52,7 @@ pub use by_key::{
     delete_request, kick_request, kill_request, modify_request, set_limit_request,
     set_reserving_request,
 };
-pub use error::{command_error_status, status_command_error, ConvertError, ERROR_METADATA_KEY};
+pub use error::{command_error_status, status_command_error, ConvertError, ERROR_DOMAIN};
 pub use response::{
     ack_response, add_response, count_response, delete_response, modify_response, release_response,
     reserve_response, skipped, stats_response, touch_response,

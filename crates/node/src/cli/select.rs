@@ -39,13 +39,16 @@ impl Action {
     }
 }
 
+/// `--key` values as job keys; the error names the one that is not.
+pub(super) fn parse_keys(keys: &[String]) -> anyhow::Result<Vec<JobKey>> {
+    keys.iter()
+        .map(|k| JobKey::parse(k).ok_or_else(|| anyhow::anyhow!("--key {k:?} is not a job key")))
+        .collect()
+}
+
 pub(super) async fn run(a: SelectArgs, action: Action) -> anyhow::Result<()> {
     let client = a.cluster.client()?;
-    let mut keys = a
-        .keys
-        .iter()
-        .map(|k| JobKey::parse(k).ok_or_else(|| anyhow::anyhow!("--key {k:?} is not a job key")))
-        .collect::<anyhow::Result<Vec<JobKey>>>()?;
+    let mut keys = parse_keys(&a.keys)?;
     if let Some(g) = &a.group.rep_grp {
         keys.extend(keys_in_group(&client, g, &a.group, action).await?);
     } else if keys.is_empty() {
