@@ -115,6 +115,8 @@ fn link_latest(store: &Path, dir: &Path) {
 fn client_config(token: &str, deadline: Duration) -> ClientConfig {
     ClientConfig {
         token: Some(token.to_string()),
+        // The harness's clusters run without TLS (for now).
+        ca_pem: None,
         deadline,
         attempt_timeout: Duration::from_secs(1),
         backoff: Duration::from_millis(50),

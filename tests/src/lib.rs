@@ -40,6 +40,16 @@ impl Cluster {
     /// Starts `n` nodes with extra TOML settings (e.g. snapshot thresholds; a `[fsm]` table
     /// must come last).
     pub fn start_with(n: u64, extra_config: &str) -> Cluster {
+        Cluster::start_as(n, extra_config, false)
+    }
+
+    /// Starts `n` nodes with TLS on: a cluster CA and node certificates made by `raftq cert`
+    /// in `DIR/certs`; the cluster's clients trust that CA.
+    pub fn start_tls(n: u64, extra_config: &str) -> Cluster {
+        Cluster::start_as(n, extra_config, true)
+    }
+
+    fn start_as(n: u64, extra_config: &str, tls: bool) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("raftq-e2e-")
             .tempdir()
@@ -51,6 +61,9 @@ impl Cluster {
             &format!("{TEST_CONFIG}{extra_config}"),
         )
         .expect("free ports");
+        if tls {
+            local.use_tls().expect("cluster CA");
+        }
         local.start_all().expect("start nodes");
         Cluster { dir, local }
     }
@@ -191,6 +204,13 @@ pub fn start_runner(cluster: &Cluster, name: &str, args: &[&str]) -> std::proces
         .env("RAFTQ_CLUSTER", cluster.addrs().join(","))
         .env("RAFTQ_TOKEN", &cluster.local.token)
         .env_remove("RAFTQ_TOKEN_FILE")
+        .env_remove("RAFTQ_CA_FILE")
+        .envs(
+            cluster
+                .local
+                .tls_dir()
+                .map(|d| ("RAFTQ_CA_FILE", d.join("ca.pem"))),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("log fd"))
         .stderr(log)

@@ -90,6 +90,11 @@ impl ClientError {
 pub struct ClientConfig {
     /// The cluster token (see `auth`); None sends none.
     pub token: Option<String>,
+    /// The PEM of the CA that signed the managers' certificates (the cluster CA, `ca.pem` of
+    /// `raftq cert ca`; the CLI reads it from `--ca-file` / `RAFTQ_CA_FILE`). Some: every
+    /// node is reached over TLS (https) and its certificate must verify against this CA and
+    /// name the host dialled; None: plaintext (http), for clusters run without TLS.
+    pub ca_pem: Option<Vec<u8>>,
     /// Give up after this long (per call).
     pub deadline: Duration,
     /// One attempt's timeout (a blocking reserve adds its wait to this).
@@ -103,6 +108,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             token: None,
+            ca_pem: None,
             deadline: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(15),
             backoff: Duration::from_millis(50),
@@ -119,6 +125,7 @@ struct State {
 
 pub struct Client {
     nodes: Vec<String>,
+    tls: Option<raftq_proto::endpoint::Tls>,
     config: ClientConfig,
     auth: Auth,
     state: Mutex<State>,
@@ -167,14 +174,19 @@ impl Client {
                 "no node addresses (use --cluster HOST:PORT,... or RAFTQ_CLUSTER)".into(),
             ));
         }
+        let tls = config
+            .ca_pem
+            .clone()
+            .map(raftq_proto::endpoint::Tls::trusting);
         for n in &nodes {
-            endpoint(n).map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
+            endpoint(n, tls.as_ref()).map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
         }
         let channels = vec![None; nodes.len()];
         let auth =
             Auth::new(config.token.as_deref()).map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(Client {
             nodes,
+            tls,
             auth,
             config,
             state: Mutex::new(State {
@@ -201,7 +213,7 @@ impl Client {
         if let Some(c) = &st.channels[i] {
             return Ok(c.clone());
         }
-        let c = endpoint(&self.nodes[i])
+        let c = endpoint(&self.nodes[i], self.tls.as_ref())
             .map_err(|e| ClientError::Config(e.to_string()))?
             .connect_lazy();
         st.channels[i] = Some(c.clone());

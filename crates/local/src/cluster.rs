@@ -2,7 +2,8 @@
 //!
 //! Files under the cluster's directory `DIR`: `token` (the cluster token, created if missing),
 //! `node.toml` (the settings every node reads), and per node `node-ID/` (data) and
-//! `node-ID.log` (stdout and stderr, appended across restarts).
+//! `node-ID.log` (stdout and stderr, appended across restarts); with TLS on, `certs/` (the
+//! cluster CA and each node's certificate and key, made by `raftq cert`).
 
 use crate::wait::wait_for;
 use raftq_client::{Client, ClientConfig, ClientError};
@@ -125,6 +126,10 @@ pub struct LocalCluster {
     pub token: String,
     /// Put nodes in their own process group (they outlive the parent's terminal).
     pub detach: bool,
+    /// TLS on (see [`Self::use_tls`]): the certificate directory `DIR/certs`.
+    tls_dir: Option<PathBuf>,
+    /// The cluster CA's PEM, which the cluster's clients trust, when TLS is on.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The `raftq` executable that tests start: `$RAFTQ_BIN`, else the one cargo builds beside
@@ -197,7 +202,74 @@ impl LocalCluster {
             config,
             token,
             detach: false,
+            tls_dir: None,
+            ca_pem: None,
         })
+    }
+
+    /// Turns TLS on for every node from its next start: makes a cluster CA in `DIR/certs` with
+    /// `raftq cert ca` (the executable under test), and before a node starts, its certificate
+    /// (`raftq cert node`, hosts 127.0.0.1 and localhost) if it has none; nodes get the
+    /// `--tls-*` flags and the cluster's clients the CA.
+    pub fn use_tls(&mut self) -> Result<(), LaunchError> {
+        let dir = self.dir.join("certs");
+        let dir_arg = dir.display().to_string();
+        self.raftq_cert(&["ca", "--dir", &dir_arg])?;
+        let ca = dir.join("ca.pem");
+        self.ca_pem = Some(std::fs::read(&ca).map_err(io(format!("reading {}", ca.display())))?);
+        self.tls_dir = Some(dir);
+        Ok(())
+    }
+
+    /// The certificate directory when TLS is on (`ca.pem`, `node-ID.pem`, ...).
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.tls_dir.as_deref()
+    }
+
+    /// Runs `raftq cert ARGS`; its output is kept in `DIR/cert.log`.
+    pub fn raftq_cert(&self, args: &[&str]) -> Result<(), LaunchError> {
+        let what = format!("raftq cert {}", args.join(" "));
+        let out = Command::new(&self.exe)
+            .arg("cert")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io(what.clone()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(LaunchError::Io {
+            what,
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+        })
+    }
+
+    /// The `--tls-*` flags of node `id`, issuing its certificate first if it has none.
+    fn tls_args(&self, id: u64) -> Result<Vec<String>, LaunchError> {
+        let Some(dir) = &self.tls_dir else {
+            return Ok(Vec::new());
+        };
+        let cert = dir.join(format!("node-{id}.pem"));
+        if !cert.exists() {
+            let (dir_arg, id_arg) = (dir.display().to_string(), id.to_string());
+            self.raftq_cert(&[
+                "node",
+                "--dir",
+                &dir_arg,
+                "--id",
+                &id_arg,
+                "--host",
+                "127.0.0.1",
+                "--host",
+                "localhost",
+            ])?;
+        }
+        let key = dir.join(format!("node-{id}-key.pem"));
+        Ok(vec![
+            format!("--tls-cert-file={}", cert.display()),
+            format!("--tls-key-file={}", key.display()),
+            format!("--tls-ca-file={}", dir.join("ca.pem").display()),
+        ])
     }
 
     /// `n` nodes on free loopback ports.
@@ -263,6 +335,7 @@ impl LocalCluster {
             return Err(LaunchError::AlreadyRunning(id));
         }
         let config = self.write_config(id)?;
+        let tls_args = self.tls_args(id)?;
         let log_path = self.log_path(id);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -291,6 +364,7 @@ impl LocalCluster {
             .arg(&n.addr)
             .arg("--data-dir")
             .arg(&n.data_dir)
+            .args(&tls_args)
             .args(&n.args)
             .stdin(Stdio::null())
             .stdout(log)
@@ -409,10 +483,11 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
-    /// Client settings with this cluster's token.
+    /// Client settings with this cluster's token (and CA when TLS is on).
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             token: Some(self.token.clone()),
+            ca_pem: self.ca_pem.clone(),
             ..ClientConfig::default()
         }
     }

@@ -1,9 +1,14 @@
 //! The cluster token, as a node uses it: incoming calls must carry it ([`CheckToken`]). The
 //! token file (reading it, and making it on first start) is `raftq_client::auth`'s, the one
 //! writer every process shares; it is re-exported here.
+//!
+//! The peer (Raft) service asks more ([`CheckPeer`]): with TLS on, the connection must have
+//! presented a node certificate (rustls has checked it against the cluster CA) whose node id
+//! is a current member; the token alone opens nothing there.
 
 use raftq_client::auth::{bearer, AUTH_HEADER};
 pub use raftq_client::auth::{ensure_token_file, new_token, TokenError};
+use std::sync::Arc;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -41,6 +46,65 @@ impl Interceptor for CheckToken {
     }
 }
 
+/// What this node knows of its cluster's membership, as the peer check asks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// This node has no membership yet (a new node waiting to be initialised or added): any
+    /// node the cluster CA certified may reach it, or it could never join.
+    None,
+    /// Node `id` is a voter or learner of the current membership.
+    Member,
+    NotMember,
+}
+
+/// Asks the current membership about a node id.
+pub type MembershipOf = Arc<dyn Fn(u64) -> Membership + Send + Sync>;
+
+/// Admits calls to the peer (Raft) service: the cluster token, and with TLS on, a client
+/// certificate (verified against the cluster CA during the handshake) naming a member.
+#[derive(Clone)]
+pub struct CheckPeer {
+    token: CheckToken,
+    /// None: TLS is off, the token is all there is to check.
+    members: Option<MembershipOf>,
+}
+
+impl CheckPeer {
+    pub fn new(token: CheckToken, members: Option<MembershipOf>) -> CheckPeer {
+        CheckPeer { token, members }
+    }
+
+    /// The node id the connection's certificate names, if it may make peer calls.
+    fn admit(members: &MembershipOf, certs: Option<&[impl AsRef<[u8]>]>) -> Result<u64, Status> {
+        let Some(leaf) = certs.and_then(|c| c.first()) else {
+            return Err(Status::permission_denied(
+                "the peer service is for managers only: connect with a node certificate signed \
+                 by the cluster CA (mutual TLS); a client token alone is not enough",
+            ));
+        };
+        let id = crate::tls::node_id_of(leaf.as_ref())
+            .map_err(|e| Status::permission_denied(format!("peer certificate: {e}")))?;
+        match members(id) {
+            Membership::Member | Membership::None => Ok(id),
+            Membership::NotMember => Err(Status::permission_denied(format!(
+                "node {id} is not a member of this cluster (removed, or not added yet): \
+                 peer calls refused"
+            ))),
+        }
+    }
+}
+
+impl Interceptor for CheckPeer {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let req = self.token.call(req)?;
+        if let Some(members) = &self.members {
+            let certs = req.peer_certs();
+            CheckPeer::admit(members, certs.as_deref().map(Vec::as_slice))?;
+        }
+        Ok(req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +126,57 @@ mod tests {
         );
         let err = check.call(Request::new(())).unwrap_err();
         assert!(err.message().contains("no token"));
+    }
+
+    #[test]
+    fn peers_are_admitted_by_a_member_certificate_only() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::tls::make_ca(dir.path(), 30, false).unwrap();
+        let want = |id| crate::tls::NodeCert {
+            id,
+            hosts: vec!["127.0.0.1".into()],
+            days: 30,
+        };
+        let der = |id| {
+            let f = crate::tls::make_node_cert(dir.path(), &want(id)).unwrap();
+            crate::tls::first_der(&std::fs::read(f.cert).unwrap()).unwrap()
+        };
+        let members: MembershipOf = Arc::new(|id| {
+            if id <= 3 {
+                Membership::Member
+            } else {
+                Membership::NotMember
+            }
+        });
+        let (two, nine) = (der(2), der(9));
+        assert_eq!(CheckPeer::admit(&members, Some(&[&two[..]])).unwrap(), 2);
+        let e = CheckPeer::admit(&members, Some(&[&nine[..]])).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().contains("node 9 is not a member"), "{e:?}");
+        let none: Option<&[&[u8]]> = None;
+        let e = CheckPeer::admit(&members, none).unwrap_err();
+        assert!(e.message().contains("token alone"), "{e:?}");
+        let e = CheckPeer::admit(&members, Some(&[&b"junk"[..]])).unwrap_err();
+        assert!(e.message().starts_with("peer certificate"), "{e:?}");
+        // a node with no membership yet admits any certified node (or it could never join)
+        let fresh: MembershipOf = Arc::new(|_| Membership::None);
+        assert_eq!(CheckPeer::admit(&fresh, Some(&[&nine[..]])).unwrap(), 9);
+        // without TLS the token is the check
+        let mut plain = CheckPeer::new(CheckToken::new("abc"), None);
+        let req = Auth::new(Some("abc"))
+            .unwrap()
+            .call(Request::new(()))
+            .unwrap();
+        assert!(plain.call(req).is_ok());
+        // with TLS, the token alone is refused
+        let mut tls = CheckPeer::new(CheckToken::new("abc"), Some(members));
+        let req = Auth::new(Some("abc"))
+            .unwrap()
+            .call(Request::new(()))
+            .unwrap();
+        assert_eq!(
+            tls.call(req).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 }

@@ -54,6 +54,14 @@ pub struct NodeConfig {
     /// `DATA_DIR/token`, created with a new random token if missing: for a cluster on several
     /// machines, create it once and copy it to every node and client.
     pub token_file: Option<PathBuf>,
+    /// TLS on the gRPC port (clients, runners and peers), with all three set: this node's
+    /// certificate (PEM; `raftq cert node` makes one naming the node id and its hosts), its
+    /// private key, and the cluster CA that signed every node's certificate (peers must
+    /// present one; clients are checked against it when they present one). None of them:
+    /// plaintext, with a warning at start.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
     /// The nodes of a new cluster, id → host:port, the same on every node. Ignored once the
     /// node has state (membership is then what the log says).
     pub peers: BTreeMap<u64, String>,
@@ -98,6 +106,9 @@ impl Default for NodeConfig {
             http: None,
             data_dir: PathBuf::from("raftq-data"),
             token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             peers: BTreeMap::new(),
             heartbeat_ms: 50,
             election_timeout_min_ms: 200,
@@ -144,6 +155,15 @@ impl NodeConfig {
                 ));
             }
         }
+        match (&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file) {
+            (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    "tls_cert_file, tls_key_file, tls_ca_file",
+                    "give all three for TLS, or none for plaintext",
+                ))
+            }
+        }
         if self.heartbeat_ms < 10 {
             return Err(invalid("heartbeat_ms", "must be at least 10"));
         }
@@ -178,6 +198,14 @@ impl NodeConfig {
         self.token_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("token"))
+    }
+
+    /// The certificate, key and CA files when TLS is on.
+    pub fn tls_files(&self) -> Option<(&PathBuf, &PathBuf, &PathBuf)> {
+        match (&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file) {
+            (Some(c), Some(k), Some(a)) => Some((c, k, a)),
+            _ => None,
+        }
     }
 
     /// How the node's RocksDB databases are opened.
@@ -302,6 +330,21 @@ mod tests {
             ..NodeConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().starts_with("listen"));
+        let c = NodeConfig {
+            tls_cert_file: Some("node-1.pem".into()),
+            ..NodeConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("tls_cert_file, tls_key_file, tls_ca_file"));
+        let c = NodeConfig::from_toml(
+            "tls_cert_file = \"n.pem\"\ntls_key_file = \"k.pem\"\ntls_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tls_files().unwrap().2, &PathBuf::from("ca.pem"));
         let c = NodeConfig {
             id: 4,
             peers: NodeConfig::parse_peers("1=a:1,2=b:2").unwrap(),

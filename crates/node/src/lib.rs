@@ -16,6 +16,7 @@
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
 //! - [`jobspec`]: wr's job lines (plain or JSON) into `JobSpec`s, as `raftq add` reads them.
 //! - [`auth`]: the cluster token on the node's side: checking calls, creating the file.
+//! - [`tls`]: the cluster CA and node certificates (`raftq cert`), a peer's node id.
 //! - [`clock`]: the wall clock in milliseconds (with the test-only offset).
 //! - [`limits`]: bounds of messages and queues.
 //!
@@ -36,3 +37,4 @@ pub mod raft_net;
 pub mod scheduler;
 pub mod server;
 pub mod ticker;
+pub mod tls;

@@ -36,18 +36,38 @@ fn dec<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(b)
 }
 
-/// A lazily connected channel to `addr` (host:port).
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(raftq_proto::endpoint::endpoint(addr)?
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+/// How this node reaches its peers: the cluster token on every call, and with TLS on, the
+/// cluster CA as the only root and this node's certificate as its client identity (the peer
+/// service admits managers by it).
+#[derive(Clone)]
+pub struct PeerLink {
+    pub auth: raftq_client::Auth,
+    pub tls: Option<raftq_proto::endpoint::Tls>,
 }
 
-/// Builds a network client per peer; every call carries the cluster token.
+impl PeerLink {
+    /// A lazily connected channel to `addr` (host:port).
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Ok(raftq_proto::endpoint::endpoint(addr, self.tls.as_ref())?
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy())
+    }
+
+    /// A Raft-service client of the node at `addr`.
+    pub fn client(&self, addr: &str) -> Result<RaftClient<AuthChannel>, tonic::transport::Error> {
+        Ok(
+            RaftClient::with_interceptor(self.channel(addr)?, self.auth.clone())
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+    }
+}
+
+/// Builds a network client per peer (see [`PeerLink`]).
 #[derive(Clone)]
 pub struct Network {
-    pub auth: raftq_client::Auth,
+    pub link: PeerLink,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -56,13 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
-            client: channel(&node.addr)
-                .map(|c| {
-                    RaftClient::with_interceptor(c, self.auth.clone())
-                        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                })
-                .map_err(|e| e.to_string()),
+            client: self.link.client(&node.addr).map_err(|e| e.to_string()),
         }
     }
 }

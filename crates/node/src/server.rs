@@ -1,17 +1,18 @@
 //! Starting and stopping a manager node: open the stores, start Raft, initialise a new
 //! cluster (once, from the lowest id in `peers`), serve gRPC until shutdown.
 //!
-//! [`run`] is the steps in order: `check_config`, `bind`, `load_token`, `open_raft`,
+//! [`run`] is the steps in order: `check_config`, `bind`, `load_token`, `load_tls`, `open_raft`,
 //! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `serve`, and the shutdown.
 
 use crate::admin_service::AdminService;
-use crate::auth::CheckToken;
+use crate::auth::{CheckPeer, CheckToken, Membership, MembershipOf};
 use crate::clock::WallClock;
 use crate::config::NodeConfig;
 use crate::limits::{MAX_QUEUE_MESSAGE_BYTES, MAX_RAFT_MESSAGE_BYTES};
 use crate::node::{AppliedWatches, Node, RaftConsensus, Replica};
 use crate::queue_service::QueueService;
-use crate::raft_net::{Network, RaftHandle, RaftService};
+use crate::raft_net::{Network, PeerLink, RaftHandle, RaftService};
+use crate::tls::NodeTls;
 use anyhow::Context;
 use openraft::BasicNode;
 use raft_store::SharedFsm;
@@ -33,14 +34,19 @@ pub async fn run(
     let raft_config = check_config(&config)?;
     let listener = bind(&config).await?;
     let (auth, check) = load_token(&config)?;
-    let opened = open_raft(&config, raft_config, auth.clone()).await?;
+    let tls = load_tls(&config)?;
+    let link = PeerLink {
+        auth,
+        tls: tls.as_ref().map(NodeTls::peer_tls),
+    };
+    let opened = open_raft(&config, raft_config, link.clone()).await?;
     let raft = opened.raft.clone();
     if opened.fresh {
         initialise_if_first(&config, &raft).await;
     }
-    let shell = start_shell(&config, opened, auth)?;
-    tracing::info!(id = config.id, listen = %config.listen, "node serving");
-    let result = serve(listener, &shell.node, &raft, check, shutdown).await;
+    let shell = start_shell(&config, opened, link)?;
+    tracing::info!(id = config.id, listen = %config.listen, tls = tls.is_some(), "node serving");
+    let result = serve(listener, &shell.node, &raft, check, tls.as_ref(), shutdown).await;
     tracing::info!(id = config.id, "stopping");
     for task in shell.tasks {
         task.abort();
@@ -78,6 +84,33 @@ fn load_token(config: &NodeConfig) -> anyhow::Result<(raftq_client::Auth, CheckT
     Ok((auth, check))
 }
 
+/// The node's certificate, key and CA when TLS is configured (its certificate must name this
+/// node's id); without them, a warning that every byte on the port travels in the clear.
+fn load_tls(config: &NodeConfig) -> anyhow::Result<Option<NodeTls>> {
+    let Some((cert, key, ca)) = config.tls_files() else {
+        tracing::warn!(
+            id = config.id,
+            listen = %config.listen,
+            "TLS is off: clients', runners' and peers' traffic (and the token) travels \
+             unencrypted, and peers are not authenticated; for TLS set tls_cert_file, \
+             tls_key_file and tls_ca_file (made by `raftq cert`)"
+        );
+        return Ok(None);
+    };
+    let tls = NodeTls::load(cert, key, ca)?;
+    let named = tls
+        .own_id()
+        .map_err(|e| anyhow::anyhow!("tls_cert_file {}: {e}", cert.display()))?;
+    if named != config.id {
+        anyhow::bail!(
+            "tls_cert_file {}: the certificate is node {named}'s, this node is {}",
+            cert.display(),
+            config.id
+        );
+    }
+    Ok(Some(tls))
+}
+
 /// Raft started over the stores of the data directory.
 struct Opened {
     raft: RaftHandle,
@@ -91,7 +124,7 @@ struct Opened {
 async fn open_raft(
     config: &NodeConfig,
     raft_config: openraft::Config,
-    auth: raftq_client::Auth,
+    link: PeerLink,
 ) -> anyhow::Result<Opened> {
     if config.power_loss_sim {
         tracing::warn!(
@@ -122,7 +155,7 @@ async fn open_raft(
         let st = log.get_log_state().await?;
         st.last_log_id.is_none()
     };
-    let network = Network { auth };
+    let network = Network { link };
     let raft: RaftHandle = openraft::Raft::new(config.id, Arc::new(raft_config), network, log, sm)
         .await
         .context("starting raft")?;
@@ -156,12 +189,8 @@ struct Shell {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn start_shell(
-    config: &NodeConfig,
-    opened: Opened,
-    auth: raftq_client::Auth,
-) -> anyhow::Result<Shell> {
-    let consensus = Arc::new(RaftConsensus::new(opened.raft, auth));
+fn start_shell(config: &NodeConfig, opened: Opened, link: PeerLink) -> anyhow::Result<Shell> {
+    let consensus = Arc::new(RaftConsensus::new(opened.raft, link));
     let node = Arc::new(Node::new(
         consensus,
         Replica::new(opened.fsm),
@@ -195,6 +224,7 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
         exe: std::env::current_exe().context("finding the raftq executable")?,
         cluster,
         token_file: config.token_path(),
+        ca_file: config.tls_ca_file.clone(),
         log_dir: dir.clone(),
         idle_exit_s: config.scheduler.idle_exit_s,
         ttr_s: config.scheduler.ttr_s,
@@ -208,16 +238,23 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
     )))
 }
 
-/// Serves the Queue, Admin and Raft services (each checking the token) until `shutdown`.
+/// Serves the Queue, Admin and Raft services (each checking the token) until `shutdown`, over
+/// TLS when `tls` is given.
 async fn serve(
     listener: TcpListener,
     node: &Arc<Node>,
     raft: &RaftHandle,
     check: CheckToken,
+    tls: Option<&NodeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream_from(listener);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    let check_peer = CheckPeer::new(check.clone(), tls.map(|_| membership_of(raft)));
+    server
         .add_service(InterceptedService::new(
             pb::queue_server::QueueServer::new(QueueService { node: node.clone() })
                 .max_decoding_message_size(MAX_QUEUE_MESSAGE_BYTES)
@@ -238,10 +275,28 @@ async fn serve(
             })
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-            check,
+            check_peer,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Whether a node id is in this node's current membership (voters, learners, both halves of
+/// a joint configuration), from Raft's metrics.
+fn membership_of(raft: &RaftHandle) -> MembershipOf {
+    use openraft::async_runtime::WatchReceiver;
+    let metrics = raft.metrics();
+    Arc::new(move |id| {
+        let m = metrics.borrow_watched();
+        let members = m.membership_config.membership();
+        if members.nodes().next().is_none() {
+            Membership::None
+        } else if members.get_node(&id).is_some() {
+            Membership::Member
+        } else {
+            Membership::NotMember
+        }
+    })
 }
 
 /// Accepted connections of `listener` as the stream tonic serves.

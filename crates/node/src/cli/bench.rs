@@ -22,6 +22,9 @@ pub(super) struct BenchArgs {
     /// The cluster's token file, with --cluster.
     #[arg(long, env = "RAFTQ_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// The cluster CA (TLS), with --cluster.
+    #[arg(long, env = "RAFTQ_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
@@ -371,7 +374,7 @@ async fn target(a: &BenchArgs) -> anyhow::Result<Target> {
     if let Some(c) = &a.cluster {
         return Ok(Target {
             addrs: c.clone(),
-            config: client_config(a.token_file.as_deref())?,
+            config: client_config(a.token_file.as_deref(), a.ca_file.as_deref())?,
             local: None,
             _dir: None,
         });

@@ -1,7 +1,7 @@
 //! `raftq cluster`: status (leader, term, each node's role and log position), snapshot,
 //! add-node and remove-node.
 
-use super::{client_config, ClusterArg};
+use super::ClusterArg;
 use anyhow::bail;
 use clap::Subcommand;
 use raftq_client::Client;
@@ -118,7 +118,7 @@ async fn ask_unlisted_members(
     base: &pb::ClusterStatusResponse,
     views: &mut Views,
 ) -> anyhow::Result<()> {
-    let config = client_config(c.token_file.as_deref())?;
+    let config = c.config()?;
     for n in &base.nodes {
         if n.addr.is_empty() || client.nodes().contains(&n.addr) {
             continue;

@@ -13,11 +13,13 @@
 //! - [`status`]: `raftq status`, job counts per rep group and state, and job details.
 //! - [`select`]: `raftq kill`, `retry` and `remove` of jobs chosen by key or rep group.
 //! - [`cluster`]: `raftq cluster status|snapshot|add-node|remove-node`.
+//! - [`cert`]: `raftq cert ca|node`, the cluster CA and node certificates.
 //! - [`bench`]: `raftq bench`, throughput, latency and failover.
 //! - [`runner`]: `raftq runner`, reserve and run jobs until idle.
 
 mod add;
 mod bench;
+mod cert;
 mod cluster;
 mod down;
 mod node;
@@ -64,6 +66,9 @@ enum Cmd {
     /// Cluster administration.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Make the cluster CA and node certificates (TLS).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
     /// Measure throughput, latency and failover (starts its own cluster without --cluster).
     Bench(bench::BenchArgs),
     /// Reserve and run jobs until idle.
@@ -80,15 +85,21 @@ struct ClusterArg {
     /// The cluster's token file (or RAFTQ_TOKEN_FILE; `raftq up` writes it to DIR/raftq.env).
     #[arg(long, env = "RAFTQ_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The cluster CA (ca.pem of `raftq cert ca`, or RAFTQ_CA_FILE): talk TLS and trust only
+    /// managers whose certificate it signed. Without it: plaintext.
+    #[arg(long, env = "RAFTQ_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 impl ClusterArg {
-    /// A client of the cluster's nodes, with its token.
+    /// The client settings these name: token and CA.
+    fn config(&self) -> anyhow::Result<ClientConfig> {
+        client_config(self.token_file.as_deref(), self.ca_file.as_deref())
+    }
+
+    /// A client of the cluster's nodes, with its token (and CA).
     fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::from_list(
-            &self.cluster,
-            client_config(self.token_file.as_deref())?,
-        )?)
+        Ok(Client::from_list(&self.cluster, self.config()?)?)
     }
 }
 
@@ -164,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Retry(a) => select::run(a, select::Action::Retry).await,
         Cmd::Remove(a) => select::run(a, select::Action::Remove).await,
         Cmd::Cluster(c) => cluster::run(c).await,
+        Cmd::Cert(c) => cert::run(c),
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Runner(a) => runner::run(a).await,
     }
@@ -186,14 +198,25 @@ async fn shutdown_signal() {
     }
 }
 
-/// Client settings: the token from `--token-file`/`RAFTQ_TOKEN_FILE`, else `RAFTQ_TOKEN`.
-fn client_config(token_file: Option<&Path>) -> anyhow::Result<ClientConfig> {
+/// Client settings: the token from `--token-file`/`RAFTQ_TOKEN_FILE`, else `RAFTQ_TOKEN`; the
+/// CA from `--ca-file`/`RAFTQ_CA_FILE` (TLS), else none (plaintext).
+fn client_config(
+    token_file: Option<&Path>,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<ClientConfig> {
     let token = match token_file {
         Some(p) => Some(raftq_client::auth::read_token_file(p)?),
         None => std::env::var("RAFTQ_TOKEN").ok(),
     };
+    let ca_pem = match ca_file {
+        Some(p) => {
+            Some(std::fs::read(p).map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", p.display()))?)
+        }
+        None => None,
+    };
     Ok(ClientConfig {
         token,
+        ca_pem,
         ..ClientConfig::default()
     })
 }
@@ -217,5 +240,23 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(!help.contains("power-loss"), "{help}");
+    }
+
+    #[test]
+    fn the_ca_file_is_read_into_the_client_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let c = client_config(None, Some(&ca)).unwrap();
+        assert_eq!(
+            c.ca_pem.as_deref(),
+            Some(&b"-----BEGIN CERTIFICATE-----\n"[..])
+        );
+        assert!(client_config(None, None).unwrap().ca_pem.is_none());
+        let e = client_config(None, Some(&dir.path().join("none.pem"))).unwrap_err();
+        assert!(e.to_string().starts_with("--ca-file"), "{e}");
+        let parsed =
+            Cli::try_parse_from(["raftq", "status", "--cluster", "a:1", "--ca-file", "x.pem"]);
+        assert!(parsed.is_ok());
     }
 }

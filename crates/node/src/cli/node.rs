@@ -27,6 +27,16 @@ pub(super) struct NodeArgs {
     /// missing).
     #[arg(long, env = "RAFTQ_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// This node's TLS certificate (PEM, from `raftq cert node`); with --tls-key-file and
+    /// --tls-ca-file the gRPC port speaks TLS. Without the three: plaintext (warned).
+    #[arg(long, env = "RAFTQ_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file.
+    #[arg(long, env = "RAFTQ_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// The cluster CA (ca.pem of `raftq cert ca`): peers must present a certificate it signed.
+    #[arg(long, env = "RAFTQ_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
     /// The nodes of a new cluster: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (same on every node;
     /// ignored after the first start).
     #[arg(long, env = "RAFTQ_PEERS")]
@@ -72,6 +82,15 @@ fn config(a: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = a.token_file {
         config.token_file = Some(v);
+    }
+    if let Some(v) = a.tls_cert_file {
+        config.tls_cert_file = Some(v);
+    }
+    if let Some(v) = a.tls_key_file {
+        config.tls_key_file = Some(v);
+    }
+    if let Some(v) = a.tls_ca_file {
+        config.tls_ca_file = Some(v);
     }
     if let Some(v) = a.peers {
         config.peers = NodeConfig::parse_peers(&v).map_err(anyhow::Error::msg)?;

@@ -1,7 +1,7 @@
 //! `raftq runner`: reserve and run jobs until idle (or a job count, or a stop signal:
 //! SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2).
 
-use super::{client_config, ClusterArg};
+use super::ClusterArg;
 use clap::Args;
 use raftq_client::{Client, ClientConfig};
 use raftq_node::jobspec::parse_duration_s;
@@ -50,7 +50,7 @@ pub(super) async fn run(a: RunnerArgs) -> anyhow::Result<()> {
         kill_over_time: a.kill_over_time,
         ..raftq_runner::RunnerConfig::default()
     };
-    let base = client_config(a.cluster.token_file.as_deref())?;
+    let base = a.cluster.config()?;
     let client = Client::from_list(&a.cluster.cluster, base.clone())?;
     // Touches and reports are retried for hours: a result is never lost to a manager outage.
     let reporter = Client::from_list(

@@ -4,9 +4,8 @@
 //! node's openraft instance and its gRPC links to the leader.
 
 use super::{Forwarded, RouteError};
-use crate::limits::MAX_RAFT_MESSAGE_BYTES;
 use crate::proposer::ProposeError;
-use crate::raft_net::{channel, RaftHandle};
+use crate::raft_net::{PeerLink, RaftHandle};
 use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
@@ -73,7 +72,7 @@ pub struct RaftConsensus {
     raft: RaftHandle,
     view: watch::Receiver<View>,
     peers: Mutex<BTreeMap<u64, (String, RaftClient<AuthChannel>)>>,
-    auth: raftq_client::Auth,
+    link: PeerLink,
 }
 
 fn view_of(m: &openraft::RaftMetrics<raft_store::TypeConfig>) -> View {
@@ -89,7 +88,7 @@ impl RaftConsensus {
     /// Wraps `raft`; a task mirrors its metrics into the [`View`] watch until Raft stops (the
     /// watch only wakes waiters: decisions read the metrics themselves, which are never
     /// behind the mirror).
-    pub fn new(raft: RaftHandle, auth: raftq_client::Auth) -> RaftConsensus {
+    pub fn new(raft: RaftHandle, link: PeerLink) -> RaftConsensus {
         let mut metrics = raft.metrics();
         let (id, first) = {
             let m = metrics.borrow_watched();
@@ -111,7 +110,7 @@ impl RaftConsensus {
             raft,
             view,
             peers: Mutex::new(BTreeMap::new()),
-            auth,
+            link,
         }
     }
 
@@ -136,13 +135,10 @@ impl RaftConsensus {
                 return Ok(c.clone());
             }
         }
-        let ch = channel(&addr).map_err(|e| RouteError::NoLeader {
+        let c = self.link.client(&addr).map_err(|e| RouteError::NoLeader {
             leader: Some(id),
             reason: format!("bad address {addr}: {e}"),
         })?;
-        let c = RaftClient::with_interceptor(ch, self.auth.clone())
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         peers.insert(id, (addr, c.clone()));
         Ok(c)
     }

@@ -32,6 +32,8 @@ pub struct LocalLauncher {
     pub exe: PathBuf,
     pub cluster: String,
     pub token_file: PathBuf,
+    /// The cluster CA the runners trust (`--ca-file`) when the managers speak TLS.
+    pub ca_file: Option<PathBuf>,
     pub log_dir: PathBuf,
     pub idle_exit_s: u64,
     pub ttr_s: u64,
@@ -55,6 +57,11 @@ impl Launcher for LocalLauncher {
             .arg(&self.cluster)
             .arg("--token-file")
             .arg(&self.token_file)
+            .args(
+                self.ca_file
+                    .iter()
+                    .flat_map(|ca| [std::ffi::OsStr::new("--ca-file"), ca.as_os_str()]),
+            )
             .arg("--group")
             .arg(group)
             .arg("--idle-exit")
@@ -199,6 +206,7 @@ mod tests {
             exe,
             cluster: "127.0.0.1:1".into(),
             token_file: dir.path().join("token"),
+            ca_file: None,
             log_dir: dir.path().to_path_buf(),
             idle_exit_s: 30,
             ttr_s: 60,
