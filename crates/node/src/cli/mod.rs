@@ -158,10 +158,22 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("raftq: {e:#}");
+            let text = format!("{e:#}");
+            eprintln!("raftq: {text}");
+            if let Some(h) = hint(&text) {
+                eprintln!("raftq: {h}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// A way out for errors whose text does not say it: a plaintext client talking to a node
+/// that speaks TLS sees only an HTTP/2 protocol error.
+fn hint(error: &str) -> Option<&'static str> {
+    (error.contains("h2 protocol error") && std::env::var_os("RAFTQ_CA_FILE").is_none()).then_some(
+        "if the cluster speaks TLS, give its CA certificate: --ca-file FILE or RAFTQ_CA_FILE",
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -240,6 +252,15 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(!help.contains("power-loss"), "{help}");
+    }
+
+    #[test]
+    fn a_plaintext_client_of_a_tls_node_is_told_to_give_the_ca() {
+        let h = hint("h2 protocol error: http2 error (Internal)");
+        if std::env::var_os("RAFTQ_CA_FILE").is_none() {
+            assert!(h.is_some_and(|h| h.contains("--ca-file")));
+        }
+        assert_eq!(hint("no node answered"), None);
     }
 
     #[test]
