@@ -8,6 +8,7 @@
 //!
 //! ## Layout
 //! - [`run`]: one test run from start to report; `main.rs` is its command line.
+//! - [`store`]: a run's files in the store (time stamp, revision, JSON, the `latest` link).
 //! - [`db`]: the cluster's node processes (start, SIGKILL, SIGSTOP/SIGCONT, restart).
 //! - [`net`]: namespaces on a bridge, partitions and packet loss with iptables.
 //! - [`nemesis`]: the faults, their schedule, applying and undoing them.
@@ -33,4 +34,5 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod sim;
+pub mod store;
 pub mod workload;

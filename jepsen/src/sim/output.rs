@@ -2,6 +2,7 @@
 
 use super::{SimOptions, SimOutcome, SimStats};
 use crate::history;
+use crate::store::write_json;
 use serde_json::json;
 use std::path::Path;
 
@@ -40,11 +41,6 @@ pub fn stats_line(st: &SimStats) -> String {
             "drain timed out"
         }
     )
-}
-
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
-    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes `history.jsonl`, `results.json` (as a real run's) and `test.json` (the options and

@@ -87,13 +87,17 @@ impl StatusArgs {
         self.details
             || matches!(self.output, Output::Details | Output::Plain)
             || self.state.is_some()
-            || !self.keys.is_empty()
-            || self.cmd.is_some()
+            || self.looks_up()
+    }
+
+    /// Whether jobs are asked for by key or command.
+    fn looks_up(&self) -> bool {
+        !self.keys.is_empty() || self.cmd.is_some()
     }
 
     /// Jobs by key or command: looked up, not searched.
     fn by_key(&self) -> anyhow::Result<Option<Vec<JobKey>>> {
-        if self.keys.is_empty() && self.cmd.is_none() {
+        if !self.looks_up() {
             return Ok(None);
         }
         let mut keys = super::select::parse_keys(&self.keys)?;
@@ -147,7 +151,7 @@ pub(super) async fn run(a: StatusArgs) -> anyhow::Result<()> {
         print_counts(&groups, &states);
     }
     if let Some(jobs) = &jobs {
-        if jobs.is_empty() && a.by_key()?.is_some() {
+        if jobs.is_empty() && a.looks_up() {
             println!("no job with that key or command");
         }
         for j in jobs {
