@@ -5,7 +5,7 @@
 use raftq_tests::*;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,11 +23,9 @@ async fn status_into_a_closed_pipe_ends_quietly() {
         .expect("add");
     assert_eq!(r.added, 3000);
 
-    let mut child = Command::new(raftq_bin())
+    let mut child = cluster
+        .raftq()
         .args(["status", "--details"])
-        .env("RAFTQ_CLUSTER", cluster.addrs().join(","))
-        .env("RAFTQ_TOKEN", &cluster.local.token)
-        .env_remove("RAFTQ_TOKEN_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

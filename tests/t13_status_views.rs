@@ -2,17 +2,14 @@
 //! by state as tab-separated lines, and as JSON with details; totals on one line.
 
 use raftq_tests::*;
-use std::process::Command;
 use std::time::Duration;
 
 /// Runs `raftq status ARGS` against `cluster`; returns stdout, asserting success.
 fn status(cluster: &Cluster, args: &[&str]) -> String {
-    let out = Command::new(raftq_bin())
+    let out = cluster
+        .raftq()
         .arg("status")
         .args(args)
-        .env("RAFTQ_CLUSTER", cluster.addrs().join(","))
-        .env("RAFTQ_TOKEN", &cluster.local.token)
-        .env_remove("RAFTQ_TOKEN_FILE")
         .output()
         .expect("run raftq status");
     assert!(

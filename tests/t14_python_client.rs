@@ -1,6 +1,6 @@
 //! The wire contract from another language: a client in Python (tests/python/contract.py),
 //! written from proto/raftq.proto and docs/protocol.md alone, talks to a real three-node
-//! cluster: adds through any node, one effect per request id, refusals with gRPC's standard
+//! cluster over TLS (trusting the cluster CA): adds through any node, one effect per request id, refusals with gRPC's standard
 //! error details, bad request ids, missing and wrong tokens. Needs Debian's python3-grpcio
 //! and python3-protobuf (scripts/setup-deps.sh installs them) and protoc.
 
@@ -46,6 +46,7 @@ async fn a_python_client_from_the_proto_alone() {
         .arg(here.join("python/contract.py"))
         .arg(out.path())
         .arg(&cluster.local.token)
+        .arg(cluster.local.tls_dir().expect("TLS on").join("ca.pem"))
         .args(cluster.addrs())
         .output()
         .expect("run the Python client");

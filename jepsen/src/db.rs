@@ -146,10 +146,9 @@ impl Cluster {
             node.args = options.args_for(node, on_lossyfs);
         }
         let admin_config = ClientConfig {
-            token: Some(local.token.clone()),
             deadline: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(1),
-            ..ClientConfig::default()
+            ..local.client_config()
         };
         let mut admin = Vec::new();
         for a in &addrs {
@@ -203,6 +202,12 @@ impl Cluster {
 
     pub fn addrs(&self) -> Vec<String> {
         self.local.addrs()
+    }
+
+    /// The settings a client of this cluster needs: its token and its CA (the nodes serve
+    /// TLS, as `raftq node` does by default).
+    pub fn client_config(&self) -> ClientConfig {
+        self.local.client_config()
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {

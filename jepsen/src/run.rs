@@ -65,15 +65,14 @@ pub struct Outcome {
     pub summary: String,
 }
 
-fn client_config(token: &str, deadline: Duration) -> ClientConfig {
+/// A history client's settings: the cluster's token and CA (`base`), short timeouts.
+fn client_config(base: &ClientConfig, deadline: Duration) -> ClientConfig {
     ClientConfig {
-        token: Some(token.to_string()),
-        // The harness's clusters run without TLS (for now).
-        ca_pem: None,
         deadline,
         attempt_timeout: Duration::from_secs(1),
         backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(300),
+        ..base.clone()
     }
 }
 
@@ -182,7 +181,8 @@ struct Run {
     rec: Arc<Recorder>,
     /// How nodes run when no fault is in force.
     normal: NodeOptions,
-    token: String,
+    /// The cluster's token and CA.
+    client_base: ClientConfig,
     addrs: Vec<String>,
 }
 
@@ -210,7 +210,7 @@ impl Run {
             normal.clone(),
             lossy,
         )?;
-        let token = cluster.token.clone();
+        let client_base = cluster.client_config();
         let addrs = cluster.addrs();
         if cluster
             .wait_for_leader(Duration::from_secs(60))
@@ -223,7 +223,7 @@ impl Run {
             cluster: Arc::new(Mutex::new(cluster)),
             rec: Arc::new(Recorder::new()),
             normal,
-            token,
+            client_base,
             addrs,
         })
     }
@@ -240,7 +240,7 @@ impl Run {
         Ok(Proc {
             id,
             node,
-            client: Client::new(addrs, client_config(&self.token, deadline))
+            client: Client::new(addrs, client_config(&self.client_base, deadline))
                 .map_err(|e| e.to_string())?,
             rec: self.rec.clone(),
             rng,

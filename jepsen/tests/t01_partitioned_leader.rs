@@ -3,7 +3,7 @@
 //! converge. Needs root (skipped otherwise, with a message). The nodes are started by the
 //! harness's own `db::Cluster`, so this also tests the harness.
 
-use raftq_client::{Client, ClientConfig};
+use raftq_client::Client;
 use raftq_jepsen::db::{Cluster, NodeOptions};
 use raftq_jepsen::net::is_root;
 use raftq_local::wait_for;
@@ -70,10 +70,7 @@ async fn partitioned_leader_is_replaced_and_rejoins() {
     .expect("namespaces and nodes");
     let net = &cluster.net;
     let addrs = cluster.addrs();
-    let config = ClientConfig {
-        token: Some(cluster.token.clone()),
-        ..ClientConfig::default()
-    };
+    let config = cluster.client_config();
     let client = Client::new(addrs.clone(), config.clone()).unwrap();
     let leader = leader_seen_by(&client, &[0, 1, 2], 0, Duration::from_secs(30)).await;
     client.add(add(10, "before")).await.unwrap();

@@ -1,7 +1,8 @@
 //! How node and client reach a node: one builder so that the two cannot drift apart.
 //! Without [`Tls`] the endpoint is `http://HOST:PORT` (plaintext); with it,
-//! `https://HOST:PORT`, the node's certificate checked against the cluster CA (its SANs must
-//! name HOST), and an identity presented when the caller has one (a manager calling a peer).
+//! `https://HOST:PORT`, the node's certificate checked against the cluster CA, or against the
+//! system's trusted roots when no CA is given (its SANs must name HOST), and an identity
+//! presented when the caller has one (a manager calling a peer).
 
 use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -13,8 +14,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// certificate and key if it has them.
 #[derive(Clone, Debug)]
 pub struct Tls {
-    /// PEM of the cluster CA (or any CA that signed the nodes' certificates).
-    pub ca_pem: Vec<u8>,
+    /// PEM of the cluster CA (or any CA that signed the nodes' certificates); None: the
+    /// system's trusted roots (for managers whose certificates a public CA signed).
+    pub ca_pem: Option<Vec<u8>>,
     /// Presented to the node: managers present their node certificate to their peers.
     pub identity: Option<Identity>,
 }
@@ -23,7 +25,15 @@ impl Tls {
     /// Trust `ca_pem`, present nothing (clients and runners: their token proves them).
     pub fn trusting(ca_pem: Vec<u8>) -> Tls {
         Tls {
-            ca_pem,
+            ca_pem: Some(ca_pem),
+            identity: None,
+        }
+    }
+
+    /// Trust the system's roots (`/etc/ssl/certs`), present nothing.
+    pub fn system_roots() -> Tls {
+        Tls {
+            ca_pem: None,
             identity: None,
         }
     }
@@ -37,7 +47,10 @@ pub fn endpoint(addr: &str, tls: Option<&Tls>) -> Result<Endpoint, tonic::transp
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let Some(tls) = tls else { return Ok(e) };
-    let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+    let mut config = match &tls.ca_pem {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
     if let Some(id) = &tls.identity {
         config = config.identity(id.clone());
     }

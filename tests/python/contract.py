@@ -1,7 +1,8 @@
 """A raftq client written from proto/raftq.proto and docs/protocol.md alone: no Rust, no
 generated service stubs (plain gRPC method paths), only the message classes protoc makes.
 
-usage: /usr/bin/python3 contract.py GENERATED_DIR TOKEN ADDR [ADDR ...]
+usage: /usr/bin/python3 contract.py GENERATED_DIR TOKEN CA_FILE ADDR [ADDR ...]
+(TLS, trusting the cluster CA in CA_FILE, as every raftq node serves by default)
 Prints "ok" and exits 0 when every promise it checks holds; raises otherwise.
 """
 import sys
@@ -12,12 +13,14 @@ import grpc  # noqa: E402
 import raftq_pb2 as pb  # noqa: E402
 import google_rpc_pb2 as rpc  # noqa: E402
 
-TOKEN, ADDRS = sys.argv[2], sys.argv[3:]
+TOKEN, CA_FILE, ADDRS = sys.argv[2], sys.argv[3], sys.argv[4:]
 AUTH = [("authorization", "Bearer " + TOKEN)]
+with open(CA_FILE, "rb") as f:
+    CREDENTIALS = grpc.ssl_channel_credentials(root_certificates=f.read())
 
 
 def call(addr, method, request, response_type, metadata=AUTH):
-    with grpc.insecure_channel(addr) as ch:
+    with grpc.secure_channel(addr, CREDENTIALS) as ch:
         stub = ch.unary_unary(
             "/raftq.v1.Queue/" + method,
             request_serializer=request.__class__.SerializeToString,

@@ -40,13 +40,14 @@ impl Cluster {
     /// Starts `n` nodes with extra TOML settings (e.g. snapshot thresholds; a `[fsm]` table
     /// must come last).
     pub fn start_with(n: u64, extra_config: &str) -> Cluster {
-        Cluster::start_as(n, extra_config, false)
+        Cluster::start_as(n, extra_config, true)
     }
 
-    /// Starts `n` nodes with TLS on: a cluster CA and node certificates made by `raftq cert`
-    /// in `DIR/certs`; the cluster's clients trust that CA.
-    pub fn start_tls(n: u64, extra_config: &str) -> Cluster {
-        Cluster::start_as(n, extra_config, true)
+    /// Starts `n` nodes serving plaintext (`raftq node --plaintext`), for tests of plaintext
+    /// itself; every other cluster has TLS, as `raftq node` has by default (a cluster CA and
+    /// node certificates made by `raftq cert` in `DIR/certs`, which the clients trust).
+    pub fn start_plaintext(n: u64, extra_config: &str) -> Cluster {
+        Cluster::start_as(n, extra_config, false)
     }
 
     fn start_as(n: u64, extra_config: &str, tls: bool) -> Cluster {
@@ -61,11 +62,19 @@ impl Cluster {
             &format!("{TEST_CONFIG}{extra_config}"),
         )
         .expect("free ports");
-        if tls {
-            local.use_tls().expect("cluster CA");
+        if !tls {
+            local.use_plaintext();
         }
         local.start_all().expect("start nodes");
         Cluster { dir, local }
+    }
+
+    /// A `raftq` command (add the subcommand) pointed at this cluster: its addresses, token
+    /// and CA in the environment.
+    pub fn raftq(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(raftq_bin());
+        self.local.point_at(&mut cmd);
+        cmd
     }
 
     /// (Re)starts node `id` with its data directory.
@@ -198,19 +207,10 @@ pub fn runner_id() -> Vec<u8> {
 pub fn start_runner(cluster: &Cluster, name: &str, args: &[&str]) -> std::process::Child {
     let log = std::fs::File::create(cluster.dir.path().join(format!("runner-{name}.log")))
         .expect("runner log");
-    std::process::Command::new(raftq_bin())
+    cluster
+        .raftq()
         .arg("runner")
         .args(args)
-        .env("RAFTQ_CLUSTER", cluster.addrs().join(","))
-        .env("RAFTQ_TOKEN", &cluster.local.token)
-        .env_remove("RAFTQ_TOKEN_FILE")
-        .env_remove("RAFTQ_CA_FILE")
-        .envs(
-            cluster
-                .local
-                .tls_dir()
-                .map(|d| ("RAFTQ_CA_FILE", d.join("ca.pem"))),
-        )
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().expect("log fd"))
         .stderr(log)

@@ -52,7 +52,9 @@ pub enum ClientError {
     /// Any other failure reported by a node.
     #[error("{} ({:?})", .0.message(), .0.code())]
     Status(Status),
-    #[error("bad cluster address list: {0}")]
+    /// The client's settings cannot work: no or bad addresses, a bad token, TLS settings that
+    /// contradict each other or that the nodes do not share.
+    #[error("client configuration: {0}")]
     Config(String),
 }
 
@@ -91,10 +93,13 @@ pub struct ClientConfig {
     /// The cluster token (see `auth`); None sends none.
     pub token: Option<String>,
     /// The PEM of the CA that signed the managers' certificates (the cluster CA, `ca.pem` of
-    /// `raftq cert ca`; the CLI reads it from `--ca-file` / `RAFTQ_CA_FILE`). Some: every
-    /// node is reached over TLS (https) and its certificate must verify against this CA and
-    /// name the host dialled; None: plaintext (http), for clusters run without TLS.
+    /// `raftq cert ca`; the CLI reads it from `--ca-file` / `RAFTQ_CA_FILE`): every node's
+    /// certificate must verify against it and name the host dialled. None: the system's
+    /// trusted roots (managers with certificates of a public CA).
     pub ca_pem: Option<Vec<u8>>,
+    /// Talk plaintext (http) to nodes started with `--plaintext`, for tests and local
+    /// experiments; addresses written `http://HOST:PORT` mean the same. Default: TLS.
+    pub plaintext: bool,
     /// Give up after this long (per call).
     pub deadline: Duration,
     /// One attempt's timeout (a blocking reserve adds its wait to this).
@@ -109,6 +114,7 @@ impl Default for ClientConfig {
         ClientConfig {
             token: None,
             ca_pem: None,
+            plaintext: false,
             deadline: Duration::from_secs(60),
             attempt_timeout: Duration::from_secs(15),
             backoff: Duration::from_millis(50),
@@ -149,6 +155,102 @@ fn attempt_timeout(config: &ClientConfig, extra: Duration) -> Duration {
     config.attempt_timeout.saturating_add(extra)
 }
 
+/// The scheme the node addresses were written with, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+/// The addresses without their scheme, and the one scheme they share (mixing is refused).
+fn split_schemes(nodes: Vec<String>) -> Result<(Vec<String>, Option<Scheme>), ClientError> {
+    let mut scheme = None;
+    let mut bare = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let n = n.trim();
+        if n.is_empty() {
+            continue;
+        }
+        let (this, rest) = if let Some(rest) = n.strip_prefix("http://") {
+            (Some(Scheme::Http), rest)
+        } else if let Some(rest) = n.strip_prefix("https://") {
+            (Some(Scheme::Https), rest)
+        } else {
+            (None, n)
+        };
+        if !bare.is_empty() && this != scheme {
+            return Err(ClientError::Config(format!(
+                "{n:?}: node addresses mix schemes; write them all as HOST:PORT (TLS), \
+                 https://HOST:PORT (TLS) or http://HOST:PORT (plaintext)"
+            )));
+        }
+        scheme = this;
+        bare.push(rest.trim_end_matches('/').to_string());
+    }
+    Ok((bare, scheme))
+}
+
+/// TLS (the CA of `config`, else the system's roots) unless plaintext is asked for, by
+/// `config.plaintext` or by `http://` addresses; contradictions are refused.
+fn transport(
+    config: &ClientConfig,
+    scheme: Option<Scheme>,
+) -> Result<Option<raftq_proto::endpoint::Tls>, ClientError> {
+    use raftq_proto::endpoint::Tls;
+    let plaintext = config.plaintext || scheme == Some(Scheme::Http);
+    if !plaintext {
+        return Ok(Some(match &config.ca_pem {
+            Some(pem) => Tls::trusting(pem.clone()),
+            None => Tls::system_roots(),
+        }));
+    }
+    if scheme == Some(Scheme::Https) {
+        return Err(ClientError::Config(
+            "https:// node addresses with plaintext asked for: drop one of them".into(),
+        ));
+    }
+    if config.ca_pem.is_some() {
+        return Err(ClientError::Config(
+            "a CA (--ca-file / RAFTQ_CA_FILE) with plaintext node addresses (http://): \
+             drop the CA to talk plaintext, or write the addresses as HOST:PORT for TLS"
+                .into(),
+        ));
+    }
+    Ok(None)
+}
+
+/// The way out when a call failed because client and node disagree on TLS (which no retry
+/// mends): a plaintext node, a TLS node for a plaintext client, a certificate refused.
+fn tls_mismatch(status: &Status, plaintext: bool) -> Option<&'static str> {
+    let m = status.message();
+    if m.contains("invalid peer certificate") {
+        return Some(if m.contains("UnknownIssuer") {
+            "the node's certificate is not signed by a CA this client trusts: give the cluster \
+             CA with --ca-file FILE or RAFTQ_CA_FILE (`raftq up` writes it to DIR/raftq.env)"
+        } else if m.contains("NotValidForName") {
+            "the node's certificate does not name the host dialled: use a host name or IP it \
+             names, or issue it again with that --host (`raftq cert node`)"
+        } else if m.contains("Expired") {
+            "the node's certificate has expired: issue a new one (`raftq cert node`)"
+        } else {
+            "the node's certificate was refused: check it against the cluster CA"
+        });
+    }
+    if m.contains("InvalidContentType") || m.contains("corrupt message") {
+        return Some(
+            "the node does not speak TLS (started with --plaintext?): write its address as \
+             http://HOST:PORT to talk plaintext",
+        );
+    }
+    if plaintext && m.contains("h2 protocol error") {
+        return Some(
+            "the node speaks TLS: write its address as HOST:PORT (not http://) and give the \
+             cluster CA with --ca-file FILE or RAFTQ_CA_FILE",
+        );
+    }
+    None
+}
+
 /// Whether a node's reply means "try again" (this node or another) rather than an answer.
 fn retryable(s: &Status) -> bool {
     matches!(
@@ -162,22 +264,16 @@ fn retryable(s: &Status) -> bool {
 }
 
 impl Client {
-    /// `nodes`: host:port of one or more managers.
+    /// `nodes`: host:port of one or more managers (TLS), or all `http://host:port`
+    /// (plaintext) or all `https://host:port`.
     pub fn new(nodes: Vec<String>, config: ClientConfig) -> Result<Client, ClientError> {
-        let nodes: Vec<String> = nodes
-            .into_iter()
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect();
+        let (nodes, scheme) = split_schemes(nodes)?;
         if nodes.is_empty() {
             return Err(ClientError::Config(
                 "no node addresses (use --cluster HOST:PORT,... or RAFTQ_CLUSTER)".into(),
             ));
         }
-        let tls = config
-            .ca_pem
-            .clone()
-            .map(raftq_proto::endpoint::Tls::trusting);
+        let tls = transport(&config, scheme)?;
         for n in &nodes {
             endpoint(n, tls.as_ref()).map_err(|e| ClientError::Config(format!("{n:?}: {e}")))?;
         }
@@ -240,6 +336,8 @@ impl Client {
         let mut backoff = self.config.backoff;
         let mut attempts = 0u32;
         let mut i = self.current();
+        // Consecutive answers that were TLS mismatches (no use retrying once every node gave one).
+        let mut mismatches = 0;
         loop {
             attempts += 1;
             let ch = self.channel(i)?;
@@ -252,7 +350,17 @@ impl Client {
                 Ok(Err(s)) => s,
                 Err(_) => Status::deadline_exceeded("attempt timed out"),
             };
-            if !retryable(&status) {
+            // A TLS mismatch is final once every node gave one; until then, the next node.
+            if let Some(way_out) = tls_mismatch(&status, self.tls.is_none()) {
+                mismatches += 1;
+                if mismatches >= self.nodes.len() {
+                    return Err(ClientError::Config(format!(
+                        "{}: {}: {way_out}",
+                        self.nodes[i],
+                        status.message()
+                    )));
+                }
+            } else if !retryable(&status) {
                 if let Some(e) = raftq_proto::convert::status_command_error(&status) {
                     return Err(ClientError::Refused(e));
                 }
@@ -260,6 +368,8 @@ impl Client {
                     return Err(ClientError::Invalid(status.message().to_string()));
                 }
                 return Err(ClientError::Status(status));
+            } else {
+                mismatches = 0;
             }
             let elapsed = start.elapsed();
             if elapsed >= self.config.deadline {
@@ -529,5 +639,49 @@ mod tests {
         });
         assert!(!refused.retryable());
         assert!(refused.had_no_effect() && !unavailable.had_no_effect());
+    }
+
+    #[test]
+    fn a_tls_mismatch_names_the_way_out() {
+        let unknown = Status::unavailable("invalid peer certificate: UnknownIssuer");
+        assert!(tls_mismatch(&unknown, false).is_some_and(|h| h.contains("RAFTQ_CA_FILE")));
+        let name = Status::unavailable("invalid peer certificate: NotValidForName");
+        assert!(tls_mismatch(&name, false).is_some_and(|h| h.contains("--host")));
+        let plain = Status::unavailable("received corrupt message of type InvalidContentType");
+        assert!(tls_mismatch(&plain, false).is_some_and(|h| h.contains("http://")));
+        let h2 = Status::internal("h2 protocol error: http2 error (Internal)");
+        assert!(tls_mismatch(&h2, true).is_some_and(|h| h.contains("not http://")));
+        assert!(tls_mismatch(&h2, false).is_none());
+        assert!(tls_mismatch(&Status::unavailable("connection refused"), false).is_none());
+    }
+
+    #[test]
+    fn tls_unless_plaintext_is_asked_for_by_flag_or_scheme() {
+        let nodes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (bare, scheme) = split_schemes(nodes(&["a:1", " b:2 ", ""])).unwrap();
+        assert_eq!((bare, scheme), (nodes(&["a:1", "b:2"]), None));
+        let (bare, scheme) = split_schemes(nodes(&["http://a:1/", "http://b:2"])).unwrap();
+        assert_eq!((bare, scheme), (nodes(&["a:1", "b:2"]), Some(Scheme::Http)));
+        let e = split_schemes(nodes(&["https://a:1", "b:2"])).unwrap_err();
+        assert!(e.to_string().contains("mix schemes"), "{e}");
+
+        let default = ClientConfig::default();
+        let tls = transport(&default, None).unwrap().expect("TLS by default");
+        assert!(tls.ca_pem.is_none(), "no CA: the system's roots");
+        let with_ca = ClientConfig {
+            ca_pem: Some(b"pem".to_vec()),
+            ..ClientConfig::default()
+        };
+        let tls = transport(&with_ca, Some(Scheme::Https)).unwrap().unwrap();
+        assert_eq!(tls.ca_pem.as_deref(), Some(&b"pem"[..]));
+        assert!(transport(&default, Some(Scheme::Http)).unwrap().is_none());
+        let plaintext = ClientConfig {
+            plaintext: true,
+            ..ClientConfig::default()
+        };
+        assert!(transport(&plaintext, None).unwrap().is_none());
+        assert!(transport(&plaintext, Some(Scheme::Https)).is_err());
+        let e = transport(&with_ca, Some(Scheme::Http)).unwrap_err();
+        assert!(e.to_string().contains("RAFTQ_CA_FILE"), "{e}");
     }
 }

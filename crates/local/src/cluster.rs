@@ -126,7 +126,8 @@ pub struct LocalCluster {
     pub token: String,
     /// Put nodes in their own process group (they outlive the parent's terminal).
     pub detach: bool,
-    /// TLS on (see [`Self::use_tls`]): the certificate directory `DIR/certs`.
+    /// TLS on (the default, see [`Self::use_tls`]): the certificate directory `DIR/certs`;
+    /// None after [`Self::use_plaintext`].
     tls_dir: Option<PathBuf>,
     /// The cluster CA's PEM, which the cluster's clients trust, when TLS is on.
     pub ca_pem: Option<Vec<u8>>,
@@ -149,6 +150,12 @@ pub fn raftq_for_tests() -> Result<PathBuf, LaunchError> {
     } else {
         Err(LaunchError::NoExecutable(bin))
     }
+}
+
+/// The host of `host:port` (`[v6]:port` without its brackets).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// A free loopback port (bound, then released for a node to take).
@@ -194,7 +201,7 @@ impl LocalCluster {
             "token_file = {:?}\n{config}",
             token_path.display().to_string()
         );
-        Ok(LocalCluster {
+        let mut cluster = LocalCluster {
             dir: dir.to_path_buf(),
             nodes,
             exe,
@@ -204,21 +211,34 @@ impl LocalCluster {
             detach: false,
             tls_dir: None,
             ca_pem: None,
-        })
+        };
+        cluster.use_tls()?;
+        Ok(cluster)
     }
 
-    /// Turns TLS on for every node from its next start: makes a cluster CA in `DIR/certs` with
-    /// `raftq cert ca` (the executable under test), and before a node starts, its certificate
-    /// (`raftq cert node`, hosts 127.0.0.1 and localhost) if it has none; nodes get the
-    /// `--tls-*` flags and the cluster's clients the CA.
+    /// TLS for every node (the default, as for `raftq node`): makes the cluster CA in
+    /// `DIR/certs` with `raftq cert ca` (the executable under test) unless it is there, and
+    /// before a node starts, its certificate (`raftq cert node`, hosts: its address's host,
+    /// 127.0.0.1 and localhost) if it has none; nodes get the `--tls-*` flags and the
+    /// cluster's clients the CA.
     pub fn use_tls(&mut self) -> Result<(), LaunchError> {
         let dir = self.dir.join("certs");
-        let dir_arg = dir.display().to_string();
-        self.raftq_cert(&["ca", "--dir", &dir_arg])?;
         let ca = dir.join("ca.pem");
+        if !ca.exists() {
+            let dir_arg = dir.display().to_string();
+            self.raftq_cert(&["ca", "--dir", &dir_arg])?;
+        }
         self.ca_pem = Some(std::fs::read(&ca).map_err(io(format!("reading {}", ca.display())))?);
         self.tls_dir = Some(dir);
         Ok(())
+    }
+
+    /// Plaintext from each node's next start (`raftq node --plaintext`), and for the
+    /// cluster's clients: for tests of plaintext itself and for comparisons (`raftq bench
+    /// --plaintext`).
+    pub fn use_plaintext(&mut self) {
+        self.tls_dir = None;
+        self.ca_pem = None;
     }
 
     /// The certificate directory when TLS is on (`ca.pem`, `node-ID.pem`, ...).
@@ -244,25 +264,23 @@ impl LocalCluster {
         })
     }
 
-    /// The `--tls-*` flags of node `id`, issuing its certificate first if it has none.
+    /// The `--tls-*` flags of node `id`, issuing its certificate first if it has none (or
+    /// `--plaintext`).
     fn tls_args(&self, id: u64) -> Result<Vec<String>, LaunchError> {
         let Some(dir) = &self.tls_dir else {
-            return Ok(Vec::new());
+            return Ok(vec!["--plaintext".into()]);
         };
         let cert = dir.join(format!("node-{id}.pem"));
         if !cert.exists() {
             let (dir_arg, id_arg) = (dir.display().to_string(), id.to_string());
-            self.raftq_cert(&[
-                "node",
-                "--dir",
-                &dir_arg,
-                "--id",
-                &id_arg,
-                "--host",
-                "127.0.0.1",
-                "--host",
-                "localhost",
-            ])?;
+            let mut args = vec!["node", "--dir", &dir_arg, "--id", &id_arg];
+            let own = self.node(id).map(|n| host_of(&n.addr));
+            for host in own.iter().copied().chain(["127.0.0.1", "localhost"]) {
+                if !args.contains(&host) {
+                    args.extend(["--host", host]);
+                }
+            }
+            self.raftq_cert(&args)?;
         }
         let key = dir.join(format!("node-{id}-key.pem"));
         Ok(vec![
@@ -488,7 +506,31 @@ impl LocalCluster {
         ClientConfig {
             token: Some(self.token.clone()),
             ca_pem: self.ca_pem.clone(),
+            plaintext: self.tls_dir.is_none(),
             ..ClientConfig::default()
+        }
+    }
+
+    /// Points a `raftq` client or runner command at this cluster through its environment:
+    /// `RAFTQ_CLUSTER` (`http://` addresses when plaintext), `RAFTQ_TOKEN` and
+    /// `RAFTQ_CA_FILE`, and none of the caller's own `RAFTQ_TOKEN_FILE` / `RAFTQ_CA_FILE`.
+    pub fn point_at(&self, cmd: &mut Command) {
+        let scheme = if self.tls_dir.is_none() {
+            "http://"
+        } else {
+            ""
+        };
+        let addrs: Vec<String> = self
+            .addrs()
+            .iter()
+            .map(|a| format!("{scheme}{a}"))
+            .collect();
+        cmd.env("RAFTQ_CLUSTER", addrs.join(","))
+            .env("RAFTQ_TOKEN", &self.token)
+            .env_remove("RAFTQ_TOKEN_FILE")
+            .env_remove("RAFTQ_CA_FILE");
+        if let Some(dir) = &self.tls_dir {
+            cmd.env("RAFTQ_CA_FILE", dir.join("ca.pem"));
         }
     }
 

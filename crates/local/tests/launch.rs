@@ -8,10 +8,15 @@ use std::time::Duration;
 
 /// A cluster whose "nodes" are a shell script that records its arguments and sleeps, so
 /// that the command line, the wrapper and the signals can be checked without a raftq
-/// build.
+/// build. As `raftq cert ca|node --dir DIR ...` it writes a placeholder CA file and succeeds.
 fn fake(dir: &Path) -> LocalCluster {
     let exe = dir.join("fake-raftq");
-    std::fs::write(&exe, "#!/bin/sh\necho \"args: $*\"\nexec sleep 60\n").unwrap();
+    std::fs::write(
+        &exe,
+        "#!/bin/sh\nif [ \"$1\" = cert ]; then mkdir -p \"$4\" && echo fake > \"$4/ca.pem\"; \
+         exit; fi\necho \"args: $*\"\nexec sleep 60\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let addrs = vec!["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];

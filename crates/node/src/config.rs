@@ -58,10 +58,14 @@ pub struct NodeConfig {
     /// certificate (PEM; `raftq cert node` makes one naming the node id and its hosts), its
     /// private key, and the cluster CA that signed every node's certificate (peers must
     /// present one; clients are checked against it when they present one). None of them:
-    /// plaintext, with a warning at start.
+    /// none of them: refused unless `plaintext` is set.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub tls_ca_file: Option<PathBuf>,
+    /// Serve plaintext (no TLS files): for tests and local experiments only. Clients',
+    /// runners' and peers' traffic and the token then travel in the clear and peers are not
+    /// authenticated; the node warns at start.
+    pub plaintext: bool,
     /// The nodes of a new cluster, id → host:port, the same on every node. Ignored once the
     /// node has state (membership is then what the log says).
     pub peers: BTreeMap<u64, String>,
@@ -109,6 +113,7 @@ impl Default for NodeConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            plaintext: false,
             peers: BTreeMap::new(),
             heartbeat_ms: 50,
             election_timeout_min_ms: 200,
@@ -155,12 +160,32 @@ impl NodeConfig {
                 ));
             }
         }
-        match (&self.tls_cert_file, &self.tls_key_file, &self.tls_ca_file) {
-            (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+        match (
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            &self.tls_ca_file,
+            self.plaintext,
+        ) {
+            (None, None, None, true) | (Some(_), Some(_), Some(_), false) => {}
+            (None, None, None, false) => {
+                return Err(invalid(
+                    "tls_cert_file, tls_key_file, tls_ca_file",
+                    "TLS is on by default and needs all three (`raftq cert ca` and `raftq \
+                     cert node` make them); for tests and local experiments only, \
+                     --plaintext (plaintext = true) serves without TLS",
+                ))
+            }
+            (_, _, _, true) => {
+                return Err(invalid(
+                    "plaintext",
+                    "set together with TLS files: drop --plaintext to serve TLS, or the \
+                     tls_* files to serve plaintext",
+                ))
+            }
             _ => {
                 return Err(invalid(
                     "tls_cert_file, tls_key_file, tls_ca_file",
-                    "give all three for TLS, or none for plaintext",
+                    "give all three for TLS (or none of them, with --plaintext)",
                 ))
             }
         }
@@ -307,18 +332,46 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// The defaults with plaintext asked for: valid, so each test can break one field.
+    fn plain() -> NodeConfig {
+        NodeConfig {
+            plaintext: true,
+            ..NodeConfig::default()
+        }
+    }
+
     #[test]
-    fn defaults_are_valid() {
-        let c = NodeConfig::default();
+    fn defaults_are_valid_with_tls_files_or_plaintext_asked_for() {
+        let e = NodeConfig::default().validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("tls_cert_file, tls_key_file, tls_ca_file: TLS is on by default"),
+            "{e}"
+        );
+        assert!(e.contains("--plaintext"), "{e}");
+        let c = plain();
         c.validate().unwrap();
         c.raft_config().unwrap();
+        let c = NodeConfig::from_toml(
+            "tls_cert_file = \"n.pem\"\ntls_key_file = \"k.pem\"\ntls_ca_file = \"ca.pem\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let both = NodeConfig {
+            plaintext: true,
+            ..c
+        };
+        let e = both.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("plaintext: set together with TLS files"),
+            "{e}"
+        );
     }
 
     #[test]
     fn validation_names_the_field() {
         let c = NodeConfig {
             election_timeout_min_ms: 100,
-            ..NodeConfig::default()
+            ..plain()
         };
         assert!(c
             .validate()
@@ -327,7 +380,7 @@ mod tests {
             .starts_with("election_timeout_min_ms"));
         let c = NodeConfig {
             listen: "nope".into(),
-            ..NodeConfig::default()
+            ..plain()
         };
         assert!(c.validate().unwrap_err().to_string().starts_with("listen"));
         let c = NodeConfig {
@@ -348,7 +401,7 @@ mod tests {
         let c = NodeConfig {
             id: 4,
             peers: NodeConfig::parse_peers("1=a:1,2=b:2").unwrap(),
-            ..NodeConfig::default()
+            ..plain()
         };
         assert!(c
             .validate()

@@ -84,16 +84,18 @@ fn load_token(config: &NodeConfig) -> anyhow::Result<(raftq_client::Auth, CheckT
     Ok((auth, check))
 }
 
-/// The node's certificate, key and CA when TLS is configured (its certificate must name this
-/// node's id); without them, a warning that every byte on the port travels in the clear.
+/// The node's certificate, key and CA (its certificate must name this node's id); with
+/// plaintext asked for (validated: no files then), a warning that every byte on the port
+/// travels in the clear.
 fn load_tls(config: &NodeConfig) -> anyhow::Result<Option<NodeTls>> {
     let Some((cert, key, ca)) = config.tls_files() else {
         tracing::warn!(
             id = config.id,
             listen = %config.listen,
-            "TLS is off: clients', runners' and peers' traffic (and the token) travels \
-             unencrypted, and peers are not authenticated; for TLS set tls_cert_file, \
-             tls_key_file and tls_ca_file (made by `raftq cert`)"
+            "PLAINTEXT (--plaintext): clients', runners' and peers' traffic (and the token) \
+             travels unencrypted, and peers are not authenticated; for anything but tests \
+             and local experiments set tls_cert_file, tls_key_file and tls_ca_file (made by \
+             `raftq cert`)"
         );
         return Ok(None);
     };
@@ -215,11 +217,18 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
         .runner_dir
         .clone()
         .unwrap_or_else(|| config.data_dir.join("runners"));
-    let cluster = if config.peers.is_empty() {
-        config.listen.clone()
+    let addrs: Vec<&String> = if config.peers.is_empty() {
+        vec![&config.listen]
     } else {
-        config.peers.values().cloned().collect::<Vec<_>>().join(",")
+        config.peers.values().collect()
     };
+    // Runners of a plaintext node are told so by the scheme (`raftq runner` talks TLS else).
+    let scheme = if config.plaintext { "http://" } else { "" };
+    let cluster = addrs
+        .iter()
+        .map(|a| format!("{scheme}{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let launcher = crate::scheduler::LocalLauncher {
         exe: std::env::current_exe().context("finding the raftq executable")?,
         cluster,

@@ -334,7 +334,7 @@ impl NodeTls {
     /// The client side: trust the cluster CA, present this node's certificate.
     pub fn peer_tls(&self) -> raftq_proto::endpoint::Tls {
         raftq_proto::endpoint::Tls {
-            ca_pem: self.ca_pem.clone(),
+            ca_pem: Some(self.ca_pem.clone()),
             identity: Some(self.identity()),
         }
     }

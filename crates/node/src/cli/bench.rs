@@ -264,12 +264,10 @@ async fn add_in_own_group(client: &Client, jobs: &[pb::JobSpec]) -> anyhow::Resu
 
 /// A `raftq runner` process for scheduler group `group` that exits when idle for 2 s.
 fn spawn_runner(cluster: &LocalCluster, group: &str) -> anyhow::Result<std::process::Child> {
-    let exe = std::env::current_exe()?;
-    Ok(std::process::Command::new(&exe)
-        .args(["runner", "--idle-exit", "2s", "--group", group, "--cluster"])
-        .arg(cluster.addrs().join(","))
-        .env("RAFTQ_TOKEN", &cluster.token)
-        .env_remove("RAFTQ_TOKEN_FILE")
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cluster.point_at(&mut cmd);
+    Ok(cmd
+        .args(["runner", "--idle-exit", "2s", "--group", group])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

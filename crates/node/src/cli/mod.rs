@@ -78,15 +78,16 @@ enum Cmd {
 /// The cluster a command talks to.
 #[derive(Args, Clone)]
 struct ClusterArg {
-    /// Manager addresses, HOST:PORT,HOST:PORT,... (or RAFTQ_CLUSTER; `raftq up` writes it to
-    /// DIR/raftq.env)
+    /// Manager addresses, HOST:PORT,HOST:PORT,... (TLS; http://HOST:PORT,... for nodes run
+    /// with --plaintext) (or RAFTQ_CLUSTER; `raftq up` writes it to DIR/raftq.env)
     #[arg(long, env = "RAFTQ_CLUSTER")]
     cluster: String,
     /// The cluster's token file (or RAFTQ_TOKEN_FILE; `raftq up` writes it to DIR/raftq.env).
     #[arg(long, env = "RAFTQ_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// The cluster CA (ca.pem of `raftq cert ca`, or RAFTQ_CA_FILE): talk TLS and trust only
-    /// managers whose certificate it signed. Without it: plaintext.
+    /// The cluster CA (ca.pem of `raftq cert ca`, or RAFTQ_CA_FILE; `raftq up` writes it to
+    /// DIR/raftq.env): trust only managers whose certificate it signed. Without it: the
+    /// system's trusted roots. Clients talk TLS unless the addresses are http://HOST:PORT.
     #[arg(long, env = "RAFTQ_CA_FILE")]
     ca_file: Option<PathBuf>,
 }
@@ -158,22 +159,10 @@ pub fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = format!("{e:#}");
-            eprintln!("raftq: {text}");
-            if let Some(h) = hint(&text) {
-                eprintln!("raftq: {h}");
-            }
+            eprintln!("raftq: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// A way out for errors whose text does not say it: a plaintext client talking to a node
-/// that speaks TLS sees only an HTTP/2 protocol error.
-fn hint(error: &str) -> Option<&'static str> {
-    (error.contains("h2 protocol error") && std::env::var_os("RAFTQ_CA_FILE").is_none()).then_some(
-        "if the cluster speaks TLS, give its CA certificate: --ca-file FILE or RAFTQ_CA_FILE",
-    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -211,7 +200,7 @@ async fn shutdown_signal() {
 }
 
 /// Client settings: the token from `--token-file`/`RAFTQ_TOKEN_FILE`, else `RAFTQ_TOKEN`; the
-/// CA from `--ca-file`/`RAFTQ_CA_FILE` (TLS), else none (plaintext).
+/// CA from `--ca-file`/`RAFTQ_CA_FILE`, else none (the system's roots).
 fn client_config(
     token_file: Option<&Path>,
     ca_file: Option<&Path>,
@@ -252,15 +241,6 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(!help.contains("power-loss"), "{help}");
-    }
-
-    #[test]
-    fn a_plaintext_client_of_a_tls_node_is_told_to_give_the_ca() {
-        let h = hint("h2 protocol error: http2 error (Internal)");
-        if std::env::var_os("RAFTQ_CA_FILE").is_none() {
-            assert!(h.is_some_and(|h| h.contains("--ca-file")));
-        }
-        assert_eq!(hint("no node answered"), None);
     }
 
     #[test]

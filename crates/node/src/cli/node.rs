@@ -28,7 +28,7 @@ pub(super) struct NodeArgs {
     #[arg(long, env = "RAFTQ_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// This node's TLS certificate (PEM, from `raftq cert node`); with --tls-key-file and
-    /// --tls-ca-file the gRPC port speaks TLS. Without the three: plaintext (warned).
+    /// --tls-ca-file the gRPC port speaks TLS. They are required unless --plaintext.
     #[arg(long, env = "RAFTQ_TLS_CERT_FILE")]
     tls_cert_file: Option<PathBuf>,
     /// The private key of --tls-cert-file.
@@ -37,6 +37,10 @@ pub(super) struct NodeArgs {
     /// The cluster CA (ca.pem of `raftq cert ca`): peers must present a certificate it signed.
     #[arg(long, env = "RAFTQ_TLS_CA_FILE")]
     tls_ca_file: Option<PathBuf>,
+    /// Serve without TLS, for tests and local experiments only: traffic and the token travel
+    /// in the clear and peers are not authenticated (warned at start).
+    #[arg(long, env = "RAFTQ_PLAINTEXT")]
+    plaintext: bool,
     /// The nodes of a new cluster: 1=HOST:PORT,2=HOST:PORT,3=HOST:PORT (same on every node;
     /// ignored after the first start).
     #[arg(long, env = "RAFTQ_PEERS")]
@@ -91,6 +95,9 @@ fn config(a: NodeArgs) -> anyhow::Result<NodeConfig> {
     }
     if let Some(v) = a.tls_ca_file {
         config.tls_ca_file = Some(v);
+    }
+    if a.plaintext {
+        config.plaintext = true;
     }
     if let Some(v) = a.peers {
         config.peers = NodeConfig::parse_peers(&v).map_err(anyhow::Error::msg)?;

@@ -93,15 +93,25 @@ fn start(dir: &Path, addrs: Vec<String>, detach: bool) -> anyhow::Result<LocalCl
             std::fs::write(pid_path(dir, n.id), pid.to_string())?;
         }
     }
+    let ca = ca_file(&cluster)?;
     std::fs::write(
         dir.join("raftq.env"),
         format!(
-            "export RAFTQ_CLUSTER={}\nexport RAFTQ_TOKEN_FILE={}\n",
+            "export RAFTQ_CLUSTER={}\nexport RAFTQ_TOKEN_FILE={}\nexport RAFTQ_CA_FILE={}\n",
             cluster.addrs().join(","),
-            dir.join("token").display()
+            dir.join("token").display(),
+            ca.display()
         ),
     )?;
     Ok(cluster)
+}
+
+/// The cluster CA's certificate, which clients trust (`DIR/certs/ca.pem`).
+fn ca_file(cluster: &LocalCluster) -> anyhow::Result<std::path::PathBuf> {
+    let dir = cluster
+        .tls_dir()
+        .context("the local cluster has no certificate directory")?;
+    Ok(dir.join(raftq_node::tls::CA_CERT_FILE))
 }
 
 fn print_usage(dir: &Path, cluster: &LocalCluster, leader: u64, detach: bool) {
@@ -111,6 +121,12 @@ fn print_usage(dir: &Path, cluster: &LocalCluster, leader: u64, detach: bool) {
     );
     println!("  nodes:   {}", cluster.addrs().join(","));
     println!("  data:    {}", dir.display());
+    if let Some(certs) = cluster.tls_dir() {
+        println!(
+            "  TLS:     on; cluster CA and node certificates in {}",
+            certs.display()
+        );
+    }
     println!("  logs:    {}/node-N.log", dir.display());
     println!();
     println!("Use it from another shell:");
