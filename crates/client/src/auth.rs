@@ -3,8 +3,15 @@
 //! writer of that file is here too ([`write_token_file`], [`ensure_token_file`]): the node
 //! makes it on first start, `raftq up` and the test launcher before their nodes start, jepsen
 //! on each node's disk. Checking incoming tokens is the node's (`raftq_node::auth`).
+//!
+//! Rotation: a token file holds one token per line. The first is the one sent; a node accepts
+//! every one. [`rotate_token_file`] puts a new token first and keeps the old ones after it
+//! (nodes given the file accept both; clients given it send the new one);
+//! [`retire_old_tokens`] keeps only the first. Nodes re-read their file while running, and a
+//! client that has a token file re-reads it when a node refuses its token.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -25,6 +32,13 @@ pub enum TokenError {
     Exposed { path: PathBuf },
     #[error("token file {} holds no token (16+ characters)", .path.display())]
     Empty { path: PathBuf },
+    /// A line that is no token: too short, not printable ASCII, or too many lines.
+    #[error("token file {} line {line}: {problem}", .path.display())]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        problem: &'static str,
+    },
     #[error("the token must be printable ASCII")]
     NotAscii,
     #[error("writing token file {}: {source}", .path.display())]
@@ -40,33 +54,59 @@ pub fn bearer(token: &str) -> String {
     format!("Bearer {}", token.trim())
 }
 
-/// Adds the token to every outgoing call.
+/// Adds the token to every outgoing call. Clones share the token: [`Auth::set`] changes it
+/// for all of them (a re-read token file).
 #[derive(Clone, Default)]
 pub struct Auth {
-    header: Option<MetadataValue<Ascii>>,
+    header: Arc<RwLock<Option<MetadataValue<Ascii>>>>,
+}
+
+fn header_of(token: Option<&str>) -> Result<Option<MetadataValue<Ascii>>, TokenError> {
+    match token {
+        None => Ok(None),
+        Some(t) => Ok(Some(bearer(t).parse().map_err(|_| TokenError::NotAscii)?)),
+    }
 }
 
 impl Auth {
     pub fn new(token: Option<&str>) -> Result<Auth, TokenError> {
-        let header = match token {
-            None => None,
-            Some(t) => Some(bearer(t).parse().map_err(|_| TokenError::NotAscii)?),
-        };
-        Ok(Auth { header })
+        Ok(Auth {
+            header: Arc::new(RwLock::new(header_of(token)?)),
+        })
+    }
+
+    /// Sends `token` from now on (every clone); returns whether it differs from before.
+    pub fn set(&self, token: &str) -> Result<bool, TokenError> {
+        let new = header_of(Some(token))?;
+        let mut h = self.header.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *h != new;
+        *h = new;
+        Ok(changed)
     }
 }
 
 impl Interceptor for Auth {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(h) = &self.header {
+        let h = self.header.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = &*h {
             req.metadata_mut().insert(AUTH_HEADER, h.clone());
         }
         Ok(req)
     }
 }
 
-/// Reads a token file, refusing one that others can read.
+/// Tokens of one file at most (the current one and those still accepted beside it).
+pub const MAX_TOKENS: usize = 16;
+
+/// Reads a token file's current token (its first line), refusing a file that others can
+/// read.
 pub fn read_token_file(path: &Path) -> Result<String, TokenError> {
+    Ok(read_token_set(path)?.swap_remove(0))
+}
+
+/// Every token of a token file, the current one first (never empty), refusing a file that
+/// others can read and any line that is no token.
+pub fn read_token_set(path: &Path) -> Result<Vec<String>, TokenError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| TokenError::Io {
         path: path.to_path_buf(),
@@ -78,14 +118,55 @@ pub fn read_token_file(path: &Path) -> Result<String, TokenError> {
             path: path.to_path_buf(),
         });
     }
-    let t = std::fs::read_to_string(path).map_err(io)?;
-    let t = t.trim().to_string();
-    if t.len() < 16 {
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let bad = |line, problem| TokenError::BadLine {
+        path: path.to_path_buf(),
+        line,
+        problem,
+    };
+    let mut tokens = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if t.len() < 16 {
+            return Err(bad(i + 1, "a token has 16 characters or more"));
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(i + 1, "a token is printable ASCII without spaces"));
+        }
+        if tokens.len() == MAX_TOKENS {
+            return Err(bad(i + 1, "more tokens than 16: retire old ones"));
+        }
+        tokens.push(t.to_string());
+    }
+    if tokens.is_empty() {
         return Err(TokenError::Empty {
             path: path.to_path_buf(),
         });
     }
-    Ok(t)
+    Ok(tokens)
+}
+
+/// Puts a new random token first in the token file, the ones it held after it (still
+/// accepted by nodes given the file); returns the new token.
+pub fn rotate_token_file(path: &Path) -> Result<String, TokenError> {
+    let mut tokens = read_token_set(path)?;
+    let new = new_token();
+    tokens.insert(0, new.clone());
+    tokens.truncate(MAX_TOKENS);
+    write_tokens(path, &tokens)?;
+    Ok(new)
+}
+
+/// Keeps only the token file's first token; returns how many it dropped.
+pub fn retire_old_tokens(path: &Path) -> Result<usize, TokenError> {
+    let mut tokens = read_token_set(path)?;
+    let dropped = tokens.len() - 1;
+    tokens.truncate(1);
+    write_tokens(path, &tokens)?;
+    Ok(dropped)
 }
 
 /// A new random token, hex encoded (32 random bytes' worth: two v4 UUIDs).
@@ -100,6 +181,11 @@ pub fn new_token() -> String {
 /// fsynced. A node that lost power just after must not come back with an empty token file and
 /// refuse to start.
 pub fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
+    write_tokens(path, &[token.trim().to_string()])
+}
+
+/// Writes `tokens`, one per line, as [`write_token_file`] writes one.
+fn write_tokens(path: &Path, tokens: &[String]) -> Result<(), TokenError> {
     let write = |source| TokenError::Write {
         path: path.to_path_buf(),
         source,
@@ -107,7 +193,7 @@ pub fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         raftq_durable::create_dir_all(dir).map_err(write)?;
     }
-    let text = format!("{}\n", token.trim());
+    let text: String = tokens.iter().map(|t| format!("{}\n", t.trim())).collect();
     raftq_durable::replace_file(path, text.as_bytes(), 0o600).map_err(write)
 }
 
@@ -174,5 +260,38 @@ mod tests {
         write_token_file(&p, " 0123456789abcdef0123\n").unwrap();
         assert_eq!(read_token_file(&p).unwrap(), "0123456789abcdef0123");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_puts_a_new_token_first_and_retiring_keeps_only_it() {
+        let dir =
+            std::env::temp_dir().join(format!("raftq-token-{}", uuid::Uuid::new_v4().simple()));
+        let p = dir.join("token");
+        let old = ensure_token_file(&p).unwrap();
+        let new = rotate_token_file(&p).unwrap();
+        assert_ne!(new, old);
+        assert_eq!(read_token_set(&p).unwrap(), vec![new.clone(), old.clone()]);
+        assert_eq!(read_token_file(&p).unwrap(), new);
+        assert_eq!(retire_old_tokens(&p).unwrap(), 1);
+        assert_eq!(read_token_set(&p).unwrap(), vec![new.clone()]);
+        assert_eq!(retire_old_tokens(&p).unwrap(), 0);
+        // a bad line is named
+        write_tokens(&p, &[new.clone(), "short".into()]).unwrap();
+        let e = read_token_set(&p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("16 characters"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clones_of_an_auth_send_the_token_it_was_set_to() {
+        let a = Auth::new(Some("0123456789abcdef")).unwrap();
+        let mut b = a.clone();
+        assert!(a.set("fedcba9876543210").unwrap());
+        assert!(!a.set("fedcba9876543210").unwrap());
+        let req = b.call(Request::new(())).unwrap();
+        assert_eq!(
+            req.metadata().get(AUTH_HEADER).unwrap(),
+            "Bearer fedcba9876543210"
+        );
     }
 }

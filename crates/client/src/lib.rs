@@ -92,6 +92,9 @@ impl ClientError {
 pub struct ClientConfig {
     /// The cluster token (see `auth`); None sends none.
     pub token: Option<String>,
+    /// The token file `token` came from: re-read when a node refuses the token, so that a
+    /// long-lived client (a runner) follows a rotation (`raftq token rotate`).
+    pub token_file: Option<std::path::PathBuf>,
     /// The PEM of the CA that signed the managers' certificates (the cluster CA, `ca.pem` of
     /// `raftq cert ca`; the CLI reads it from `--ca-file` / `RAFTQ_CA_FILE`): every node's
     /// certificate must verify against it and name the host dialled. None: the system's
@@ -113,6 +116,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             token: None,
+            token_file: None,
             ca_pem: None,
             plaintext: false,
             deadline: Duration::from_secs(60),
@@ -316,6 +320,26 @@ impl Client {
         Ok(c)
     }
 
+    /// Re-reads the token file (if the client has one); whether it now sends another token.
+    fn reread_token(&self) -> bool {
+        let Some(path) = &self.config.token_file else {
+            return false;
+        };
+        match auth::read_token_file(path) {
+            Ok(t) => {
+                let changed = self.auth.set(&t).unwrap_or(false);
+                if changed {
+                    tracing::info!(file = %path.display(), "token refused: sending the token file's new token");
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token refused, and re-reading the token file failed");
+                false
+            }
+        }
+    }
+
     fn current(&self) -> usize {
         self.state.lock().map(|s| s.current).unwrap_or(0)
     }
@@ -336,8 +360,11 @@ impl Client {
         let mut backoff = self.config.backoff;
         let mut attempts = 0u32;
         let mut i = self.current();
-        // Consecutive answers that were TLS mismatches (no use retrying once every node gave one).
-        let mut mismatches = 0;
+        // Nodes that answered with a TLS mismatch (no use retrying once every node gave one),
+        // and the last such answer with its way out.
+        let mut mismatched = vec![false; self.nodes.len()];
+        let mut mismatch: Option<String> = None;
+        let mut reread = false;
         loop {
             attempts += 1;
             let ch = self.channel(i)?;
@@ -352,14 +379,16 @@ impl Client {
             };
             // A TLS mismatch is final once every node gave one; until then, the next node.
             if let Some(way_out) = tls_mismatch(&status, self.tls.is_none()) {
-                mismatches += 1;
-                if mismatches >= self.nodes.len() {
-                    return Err(ClientError::Config(format!(
-                        "{}: {}: {way_out}",
-                        self.nodes[i],
-                        status.message()
-                    )));
+                mismatched[i] = true;
+                let m = format!("{}: {}: {way_out}", self.nodes[i], status.message());
+                if mismatched.iter().all(|m| *m) {
+                    return Err(ClientError::Config(m));
                 }
+                mismatch = Some(m);
+            } else if status.code() == Code::Unauthenticated && !reread && self.reread_token() {
+                // the token file has a new token (rotated): the same node again, with it
+                reread = true;
+                continue;
             } else if !retryable(&status) {
                 if let Some(e) = raftq_proto::convert::status_command_error(&status) {
                     return Err(ClientError::Refused(e));
@@ -368,11 +397,13 @@ impl Client {
                     return Err(ClientError::Invalid(status.message().to_string()));
                 }
                 return Err(ClientError::Status(status));
-            } else {
-                mismatches = 0;
             }
             let elapsed = start.elapsed();
             if elapsed >= self.config.deadline {
+                if let Some(m) = mismatch {
+                    // the others did not answer at all: the mismatch is what to fix
+                    return Err(ClientError::Config(m));
+                }
                 return Err(ClientError::Unavailable {
                     attempts,
                     elapsed_ms: elapsed.as_millis() as u64,

@@ -1,28 +1,52 @@
-//! The cluster token, as a node uses it: incoming calls must carry it ([`CheckToken`]). The
-//! token file (reading it, and making it on first start) is `raftq_client::auth`'s, the one
-//! writer every process shares; it is re-exported here.
+//! The cluster token, as a node uses it: incoming calls must carry one of the tokens of the
+//! node's token file ([`CheckToken`]; the server re-reads the file while it runs, so a rotated
+//! token is accepted without a restart). The token file (reading it, and making it on first
+//! start) is `raftq_client::auth`'s, the one writer every process shares; it is re-exported
+//! here.
 //!
 //! The peer (Raft) service asks more ([`CheckPeer`]): with TLS on, the connection must have
 //! presented a node certificate (rustls has checked it against the cluster CA) whose node id
 //! is a current member; the token alone opens nothing there.
 
 use raftq_client::auth::{bearer, AUTH_HEADER};
-pub use raftq_client::auth::{ensure_token_file, new_token, TokenError};
-use std::sync::Arc;
+pub use raftq_client::auth::{ensure_token_file, new_token, read_token_set, TokenError};
+use std::sync::{Arc, RwLock};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-/// Checks incoming calls against the cluster token, in constant time.
+/// Checks incoming calls against the accepted tokens, in constant time. Clones share the
+/// tokens: [`CheckToken::set`] changes them for every service.
 #[derive(Clone)]
 pub struct CheckToken {
-    expected: Vec<u8>,
+    expected: Arc<RwLock<Vec<Vec<u8>>>>,
+}
+
+fn headers_of(tokens: &[String]) -> Vec<Vec<u8>> {
+    tokens.iter().map(|t| bearer(t).into_bytes()).collect()
 }
 
 impl CheckToken {
-    pub fn new(token: &str) -> CheckToken {
+    /// Accepts each of `tokens` (a token file's, the current one first).
+    pub fn new(tokens: &[String]) -> CheckToken {
         CheckToken {
-            expected: bearer(token).into_bytes(),
+            expected: Arc::new(RwLock::new(headers_of(tokens))),
         }
+    }
+
+    /// Accepts `tokens` from now on; returns whether they differ from before.
+    pub fn set(&self, tokens: &[String]) -> bool {
+        let new = headers_of(tokens);
+        let mut e = self.expected.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *e != new;
+        *e = new;
+        changed
+    }
+
+    /// Whether `header` is one of the accepted tokens' headers; every one is compared in
+    /// full, so the time taken tells nothing of which matched or how far.
+    fn accepts(&self, header: &[u8]) -> bool {
+        let e = self.expected.read().unwrap_or_else(|p| p.into_inner());
+        e.iter().fold(false, |ok, t| same(header, t) | ok)
     }
 }
 
@@ -35,7 +59,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         match req.metadata().get(AUTH_HEADER) {
-            Some(v) if same(v.as_bytes(), &self.expected) => Ok(req),
+            Some(v) if self.accepts(v.as_bytes()) => Ok(req),
             Some(_) => Err(Status::unauthenticated(
                 "wrong token: use the cluster's token file (--token-file or RAFTQ_TOKEN_FILE)",
             )),
@@ -60,8 +84,11 @@ pub enum Membership {
 /// Asks the current membership about a node id.
 pub type MembershipOf = Arc<dyn Fn(u64) -> Membership + Send + Sync>;
 
-/// Admits calls to the peer (Raft) service: the cluster token, and with TLS on, a client
-/// certificate (verified against the cluster CA during the handshake) naming a member.
+/// Admits calls to the peer (Raft) service: with TLS on, a client certificate (verified
+/// against the cluster CA during the handshake) naming a member, which is a stronger proof
+/// than the token and does not break while a rotated token file is being copied to the nodes
+/// (a node with the new file sends the new token to one with the old); without TLS, the
+/// token.
 #[derive(Clone)]
 pub struct CheckPeer {
     token: CheckToken,
@@ -96,11 +123,11 @@ impl CheckPeer {
 
 impl Interceptor for CheckPeer {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let req = self.token.call(req)?;
-        if let Some(members) = &self.members {
-            let certs = req.peer_certs();
-            CheckPeer::admit(members, certs.as_deref().map(Vec::as_slice))?;
-        }
+        let Some(members) = &self.members else {
+            return self.token.call(req);
+        };
+        let certs = req.peer_certs();
+        CheckPeer::admit(members, certs.as_deref().map(Vec::as_slice))?;
         Ok(req)
     }
 }
@@ -113,7 +140,7 @@ mod tests {
     #[test]
     fn interceptors_agree() {
         let mut out = Auth::new(Some("abc")).unwrap();
-        let mut check = CheckToken::new("abc");
+        let mut check = CheckToken::new(&["abc".to_string()]);
         let req = out.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         let req = Auth::new(Some("abd"))
@@ -126,6 +153,13 @@ mod tests {
         );
         let err = check.call(Request::new(())).unwrap_err();
         assert!(err.message().contains("no token"));
+        // a rotated set: the new token and the old both accepted, then the old retired
+        let both = ["abd".to_string(), "abc".to_string()];
+        assert!(check.set(&both) && !check.set(&both));
+        let send = |t| Auth::new(Some(t)).unwrap().call(Request::new(())).unwrap();
+        assert!(check.call(send("abd")).is_ok() && check.call(send("abc")).is_ok());
+        check.set(&both[..1]);
+        assert!(check.call(send("abd")).is_ok() && check.call(send("abc")).is_err());
     }
 
     #[test]
@@ -162,14 +196,14 @@ mod tests {
         let fresh: MembershipOf = Arc::new(|_| Membership::None);
         assert_eq!(CheckPeer::admit(&fresh, Some(&[&nine[..]])).unwrap(), 9);
         // without TLS the token is the check
-        let mut plain = CheckPeer::new(CheckToken::new("abc"), None);
+        let mut plain = CheckPeer::new(CheckToken::new(&["abc".to_string()]), None);
         let req = Auth::new(Some("abc"))
             .unwrap()
             .call(Request::new(()))
             .unwrap();
         assert!(plain.call(req).is_ok());
         // with TLS, the token alone is refused
-        let mut tls = CheckPeer::new(CheckToken::new("abc"), Some(members));
+        let mut tls = CheckPeer::new(CheckToken::new(&["abc".to_string()]), Some(members));
         let req = Auth::new(Some("abc"))
             .unwrap()
             .call(Request::new(()))

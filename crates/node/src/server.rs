@@ -36,7 +36,7 @@ pub async fn run(
     let (auth, check) = load_token(&config)?;
     let tls = load_tls(&config)?;
     let link = PeerLink {
-        auth,
+        auth: auth.clone(),
         tls: tls.as_ref().map(NodeTls::peer_tls),
     };
     let opened = open_raft(&config, raft_config, link.clone()).await?;
@@ -44,7 +44,12 @@ pub async fn run(
     if opened.fresh {
         initialise_if_first(&config, &raft).await;
     }
-    let shell = start_shell(&config, opened, link)?;
+    let mut shell = start_shell(&config, opened, link)?;
+    shell.tasks.push(tokio::spawn(follow_token_file(
+        config.token_path(),
+        auth.clone(),
+        check.clone(),
+    )));
     tracing::info!(id = config.id, listen = %config.listen, tls = tls.is_some(), "node serving");
     let result = serve(listener, &shell.node, &raft, check, tls.as_ref(), shutdown).await;
     tracing::info!(id = config.id, "stopping");
@@ -76,12 +81,51 @@ async fn bind(config: &NodeConfig) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// The cluster token (created on first start): what this node sends, and what it checks.
+/// The cluster token (created on first start): what this node sends (the file's first
+/// token), and what it checks (every token of the file).
 fn load_token(config: &NodeConfig) -> anyhow::Result<(raftq_client::Auth, CheckToken)> {
-    let token = crate::auth::ensure_token_file(&config.token_path())?;
-    let auth = raftq_client::Auth::new(Some(&token))?;
-    let check = CheckToken::new(&token);
+    let path = config.token_path();
+    crate::auth::ensure_token_file(&path)?;
+    let tokens = crate::auth::read_token_set(&path)?;
+    let auth = raftq_client::Auth::new(Some(&tokens[0]))?;
+    let check = CheckToken::new(&tokens);
     Ok((auth, check))
+}
+
+/// How often a running node re-reads its token file.
+const TOKEN_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Re-reads the token file every [`TOKEN_FILE_POLL`] and takes up what changed (a rotation,
+/// a retirement: `raftq token`); a file that cannot be read is reported and the tokens in
+/// force are kept.
+async fn follow_token_file(path: std::path::PathBuf, auth: raftq_client::Auth, check: CheckToken) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(TOKEN_FILE_POLL).await;
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || crate::auth::read_token_set(&path)).await
+        };
+        match read {
+            Ok(Ok(tokens)) => {
+                let sent = auth.set(&tokens[0]).unwrap_or(false);
+                if check.set(&tokens) || sent {
+                    tracing::info!(
+                        file = %path.display(),
+                        accepted = tokens.len(),
+                        "token file changed: now accepting its {} token(s), sending its first",
+                        tokens.len()
+                    );
+                }
+                failing = false;
+            }
+            Ok(Err(e)) if !failing => {
+                tracing::warn!(error = %e, "re-reading the token file failed; the tokens in force are kept");
+                failing = true;
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
 }
 
 /// The node's certificate, key and CA (its certificate must name this node's id); with

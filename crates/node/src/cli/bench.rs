@@ -28,6 +28,10 @@ pub(super) struct BenchArgs {
     /// Nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// Run the local cluster without TLS (`raftq node --plaintext`), to measure what TLS
+    /// costs.
+    #[arg(long)]
+    plaintext: bool,
     /// Jobs for the bulk add.
     #[arg(long, default_value_t = 100_000)]
     jobs: usize,
@@ -381,12 +385,16 @@ async fn target(a: &BenchArgs) -> anyhow::Result<Target> {
     let guard = TempDirGuard(dir.clone());
     let exe = std::env::current_exe().context("finding the raftq executable")?;
     let mut c = LocalCluster::on_free_ports(exe, &dir, a.nodes, "")?;
+    if a.plaintext {
+        c.use_plaintext();
+    }
     c.start_all()?;
     c.wait_leader(Duration::from_secs(30)).await?;
     eprintln!(
-        "started a local cluster of {} nodes in {}",
+        "started a local cluster of {} nodes in {} ({})",
         a.nodes,
-        dir.display()
+        dir.display(),
+        if a.plaintext { "plaintext" } else { "TLS" }
     );
     Ok(Target {
         addrs: c.addrs().join(","),

@@ -14,6 +14,7 @@
 //! - [`select`]: `raftq kill`, `retry` and `remove` of jobs chosen by key or rep group.
 //! - [`cluster`]: `raftq cluster status|snapshot|add-node|remove-node`.
 //! - [`cert`]: `raftq cert ca|node`, the cluster CA and node certificates.
+//! - [`token`]: `raftq token rotate|retire`, the cluster token rotated without downtime.
 //! - [`bench`]: `raftq bench`, throughput, latency and failover.
 //! - [`runner`]: `raftq runner`, reserve and run jobs until idle.
 
@@ -26,6 +27,7 @@ mod node;
 mod runner;
 mod select;
 mod status;
+mod token;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -69,6 +71,9 @@ enum Cmd {
     /// Make the cluster CA and node certificates (TLS).
     #[command(subcommand)]
     Cert(cert::CertCmd),
+    /// Rotate the cluster token without downtime (the token file's tokens).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
     /// Measure throughput, latency and failover (starts its own cluster without --cluster).
     Bench(bench::BenchArgs),
     /// Reserve and run jobs until idle.
@@ -177,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Remove(a) => select::run(a, select::Action::Remove).await,
         Cmd::Cluster(c) => cluster::run(c).await,
         Cmd::Cert(c) => cert::run(c),
+        Cmd::Token(c) => token::run(c),
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Runner(a) => runner::run(a).await,
     }
@@ -217,6 +223,7 @@ fn client_config(
     };
     Ok(ClientConfig {
         token,
+        token_file: token_file.map(Path::to_path_buf),
         ca_pem,
         ..ClientConfig::default()
     })
