@@ -2,7 +2,8 @@
 //! the token file the nodes share, and they accept it beside the old one within seconds, no
 //! restart; after `raftq token retire` only the new one opens the cluster. A runner that
 //! holds a token file goes on running jobs through it all: refused once, it re-reads its
-//! file and sends the new token.
+//! file and sends the new token. A runner token (`raftq token runner`) runs jobs and is
+//! refused adds, kills and kicks.
 
 use raftq_client::{Client, ClientConfig, ClientError};
 use raftq_tests::*;
@@ -134,6 +135,65 @@ async fn the_token_is_rotated_and_retired_while_a_runner_works() {
         matches!(runner.try_wait(), Ok(None)),
         "the runner kept running through the rotation"
     );
+    let _ = runner.kill();
+    let _ = runner.wait();
+
+    // step 5: a runner token reserves and reports, and can do nothing else
+    let runner_only = cluster.dir.path().join("runner-only-token");
+    let out = cluster
+        .raftq()
+        .args(["token", "runner", "--token-file"])
+        .arg(&shared)
+        .arg("--out")
+        .arg(&runner_only)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = raftq_client::auth::read_token_file(&runner_only).unwrap();
+    wait_for(
+        "the nodes accept the runner token",
+        Duration::from_secs(30),
+        || {
+            let (c, t) = (&cluster, token.clone());
+            async move { (opens(c, &t).await == Some(true)).then_some(()) }
+        },
+    )
+    .await;
+    let limited = client_with(&cluster, &token);
+    let denied = |r: Result<u64, ClientError>| match r {
+        Err(ClientError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
+            assert!(s.message().contains("a runner token may only"), "{s:?}")
+        }
+        other => panic!("a runner token was let do more than run jobs: {other:?}"),
+    };
+    denied(limited.add(add("by a runner")).await.map(|r| r.added));
+    denied(limited.kill(&[]).await);
+    denied(limited.kick(&[]).await);
+    let log = std::fs::File::create(cluster.dir.path().join("runner-only.log")).unwrap();
+    let mut runner = cluster
+        .raftq()
+        .args(["runner", "--idle-exit", "120s"])
+        .env_remove("RAFTQ_TOKEN")
+        .env("RAFTQ_TOKEN_FILE", &runner_only)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn raftq runner");
+    admin.add(add("for the runner token")).await.unwrap();
+    wait_for(
+        "a runner with a runner token completes jobs",
+        Duration::from_secs(60),
+        || {
+            let c = &admin;
+            async move { (total(c, "complete").await >= 15).then_some(()) }
+        },
+    )
+    .await;
     let _ = runner.kill();
     let _ = runner.wait();
 }

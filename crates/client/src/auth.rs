@@ -9,6 +9,11 @@
 //! (nodes given the file accept both; clients given it send the new one);
 //! [`retire_old_tokens`] keeps only the first. Nodes re-read their file while running, and a
 //! client that has a token file re-reads it when a node refuses its token.
+//!
+//! A line `runner TOKEN` is a runner token ([`Role::Runner`], made by [`add_runner_token`]):
+//! it may reserve jobs, report on them and read the queue, nothing else (no adds, kills,
+//! removals, changes or membership). Rotation and retirement leave runner lines alone; a
+//! runner token is revoked by deleting its line.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -96,17 +101,36 @@ impl Interceptor for Auth {
 }
 
 /// Tokens of one file at most (the current one and those still accepted beside it).
-pub const MAX_TOKENS: usize = 16;
+pub const MAX_TOKENS: usize = 64;
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: the cluster token (and what managers send each other without TLS).
+    Full,
+    /// Reserve, report and read only (`runner TOKEN` lines).
+    Runner,
+}
+
+/// One line of a token file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub secret: String,
+    pub role: Role,
+}
+
+/// The prefix of a runner token's line.
+const RUNNER_PREFIX: &str = "runner ";
 
 /// Reads a token file's current token (its first line), refusing a file that others can
 /// read.
 pub fn read_token_file(path: &Path) -> Result<String, TokenError> {
-    Ok(read_token_set(path)?.swap_remove(0))
+    Ok(read_tokens(path)?.swap_remove(0).secret)
 }
 
 /// Every token of a token file, the current one first (never empty), refusing a file that
 /// others can read and any line that is no token.
-pub fn read_token_set(path: &Path) -> Result<Vec<String>, TokenError> {
+pub fn read_tokens(path: &Path) -> Result<Vec<Token>, TokenError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| TokenError::Io {
         path: path.to_path_buf(),
@@ -130,6 +154,10 @@ pub fn read_token_set(path: &Path) -> Result<Vec<String>, TokenError> {
         if t.is_empty() {
             continue;
         }
+        let (t, role) = match t.strip_prefix(RUNNER_PREFIX) {
+            Some(rest) => (rest.trim(), Role::Runner),
+            None => (t, Role::Full),
+        };
         if t.len() < 16 {
             return Err(bad(i + 1, "a token has 16 characters or more"));
         }
@@ -137,9 +165,12 @@ pub fn read_token_set(path: &Path) -> Result<Vec<String>, TokenError> {
             return Err(bad(i + 1, "a token is printable ASCII without spaces"));
         }
         if tokens.len() == MAX_TOKENS {
-            return Err(bad(i + 1, "more tokens than 16: retire old ones"));
+            return Err(bad(i + 1, "more tokens than 64: retire or revoke old ones"));
         }
-        tokens.push(t.to_string());
+        tokens.push(Token {
+            secret: t.to_string(),
+            role,
+        });
     }
     if tokens.is_empty() {
         return Err(TokenError::Empty {
@@ -152,21 +183,53 @@ pub fn read_token_set(path: &Path) -> Result<Vec<String>, TokenError> {
 /// Puts a new random token first in the token file, the ones it held after it (still
 /// accepted by nodes given the file); returns the new token.
 pub fn rotate_token_file(path: &Path) -> Result<String, TokenError> {
-    let mut tokens = read_token_set(path)?;
+    let mut tokens = read_tokens(path)?;
     let new = new_token();
-    tokens.insert(0, new.clone());
+    tokens.insert(
+        0,
+        Token {
+            secret: new.clone(),
+            role: Role::Full,
+        },
+    );
     tokens.truncate(MAX_TOKENS);
     write_tokens(path, &tokens)?;
     Ok(new)
 }
 
-/// Keeps only the token file's first token; returns how many it dropped.
+/// Keeps the token file's first token and its runner tokens, dropping the other full
+/// tokens; returns how many it dropped.
 pub fn retire_old_tokens(path: &Path) -> Result<usize, TokenError> {
-    let mut tokens = read_token_set(path)?;
-    let dropped = tokens.len() - 1;
-    tokens.truncate(1);
+    let tokens = read_tokens(path)?;
+    let before = tokens.len();
+    let kept: Vec<Token> = tokens
+        .into_iter()
+        .enumerate()
+        .filter(|(i, t)| *i == 0 || t.role == Role::Runner)
+        .map(|(_, t)| t)
+        .collect();
+    write_tokens(path, &kept)?;
+    Ok(before - kept.len())
+}
+
+/// Adds a new runner token to the token file (after the others) and returns it, for a runner
+/// host's own token file.
+pub fn add_runner_token(path: &Path) -> Result<String, TokenError> {
+    let mut tokens = read_tokens(path)?;
+    if tokens.len() >= MAX_TOKENS {
+        return Err(TokenError::BadLine {
+            path: path.to_path_buf(),
+            line: tokens.len(),
+            problem: "the file holds 64 tokens already: revoke old runner tokens first",
+        });
+    }
+    let new = new_token();
+    tokens.push(Token {
+        secret: new.clone(),
+        role: Role::Runner,
+    });
     write_tokens(path, &tokens)?;
-    Ok(dropped)
+    Ok(new)
 }
 
 /// A new random token, hex encoded (32 random bytes' worth: two v4 UUIDs).
@@ -181,11 +244,15 @@ pub fn new_token() -> String {
 /// fsynced. A node that lost power just after must not come back with an empty token file and
 /// refuse to start.
 pub fn write_token_file(path: &Path, token: &str) -> Result<(), TokenError> {
-    write_tokens(path, &[token.trim().to_string()])
+    let token = Token {
+        secret: token.trim().to_string(),
+        role: Role::Full,
+    };
+    write_tokens(path, &[token])
 }
 
 /// Writes `tokens`, one per line, as [`write_token_file`] writes one.
-fn write_tokens(path: &Path, tokens: &[String]) -> Result<(), TokenError> {
+fn write_tokens(path: &Path, tokens: &[Token]) -> Result<(), TokenError> {
     let write = |source| TokenError::Write {
         path: path.to_path_buf(),
         source,
@@ -193,7 +260,13 @@ fn write_tokens(path: &Path, tokens: &[String]) -> Result<(), TokenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         raftq_durable::create_dir_all(dir).map_err(write)?;
     }
-    let text: String = tokens.iter().map(|t| format!("{}\n", t.trim())).collect();
+    let text: String = tokens
+        .iter()
+        .map(|t| match t.role {
+            Role::Full => format!("{}\n", t.secret.trim()),
+            Role::Runner => format!("{RUNNER_PREFIX}{}\n", t.secret.trim()),
+        })
+        .collect();
     raftq_durable::replace_file(path, text.as_bytes(), 0o600).map_err(write)
 }
 
@@ -268,16 +341,34 @@ mod tests {
             std::env::temp_dir().join(format!("raftq-token-{}", uuid::Uuid::new_v4().simple()));
         let p = dir.join("token");
         let old = ensure_token_file(&p).unwrap();
+        let runner = add_runner_token(&p).unwrap();
         let new = rotate_token_file(&p).unwrap();
         assert_ne!(new, old);
-        assert_eq!(read_token_set(&p).unwrap(), vec![new.clone(), old.clone()]);
+        let secrets = |p: &Path| {
+            read_tokens(p)
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.secret, t.role))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            secrets(&p),
+            vec![
+                (new.clone(), Role::Full),
+                (old.clone(), Role::Full),
+                (runner.clone(), Role::Runner)
+            ]
+        );
         assert_eq!(read_token_file(&p).unwrap(), new);
         assert_eq!(retire_old_tokens(&p).unwrap(), 1);
-        assert_eq!(read_token_set(&p).unwrap(), vec![new.clone()]);
+        assert_eq!(
+            secrets(&p),
+            vec![(new.clone(), Role::Full), (runner, Role::Runner)]
+        );
         assert_eq!(retire_old_tokens(&p).unwrap(), 0);
         // a bad line is named
-        write_tokens(&p, &[new.clone(), "short".into()]).unwrap();
-        let e = read_token_set(&p).unwrap_err().to_string();
+        std::fs::write(&p, format!("{new}\nshort\n")).unwrap();
+        let e = read_tokens(&p).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("16 characters"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

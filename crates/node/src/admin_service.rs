@@ -107,6 +107,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        crate::auth::full_only(&request, "AddNode")?;
         let r = request.into_inner();
         check_add(&r)?;
         self.on_leader()?;
@@ -137,6 +138,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        crate::auth::full_only(&request, "RemoveNode")?;
         let id = request.into_inner().id;
         self.on_leader()?;
         let (voters, _) = self.members();
@@ -223,8 +225,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn trigger_snapshot(
         &self,
-        _request: Request<pb::TriggerSnapshotRequest>,
+        request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        crate::auth::full_only(&request, "TriggerSnapshot")?;
         self.raft
             .trigger()
             .snapshot()

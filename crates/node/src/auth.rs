@@ -9,32 +9,39 @@
 //! is a current member; the token alone opens nothing there.
 
 use raftq_client::auth::{bearer, AUTH_HEADER};
-pub use raftq_client::auth::{ensure_token_file, new_token, read_token_set, TokenError};
+pub use raftq_client::auth::{ensure_token_file, new_token, read_tokens, Role, Token, TokenError};
 use std::sync::{Arc, RwLock};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-/// Checks incoming calls against the accepted tokens, in constant time. Clones share the
-/// tokens: [`CheckToken::set`] changes them for every service.
+/// Checks incoming calls against the accepted tokens, in constant time, and marks each
+/// admitted request with its token's [`Role`] (a request extension, read by [`full_only`]).
+/// Clones share the tokens: [`CheckToken::set`] changes them for every service.
 #[derive(Clone)]
 pub struct CheckToken {
-    expected: Arc<RwLock<Vec<Vec<u8>>>>,
+    expected: Arc<RwLock<Accepted>>,
 }
 
-fn headers_of(tokens: &[String]) -> Vec<Vec<u8>> {
-    tokens.iter().map(|t| bearer(t).into_bytes()).collect()
+/// The header each accepted token makes, and its role.
+type Accepted = Vec<(Vec<u8>, Role)>;
+
+fn headers_of(tokens: &[Token]) -> Accepted {
+    tokens
+        .iter()
+        .map(|t| (bearer(&t.secret).into_bytes(), t.role))
+        .collect()
 }
 
 impl CheckToken {
     /// Accepts each of `tokens` (a token file's, the current one first).
-    pub fn new(tokens: &[String]) -> CheckToken {
+    pub fn new(tokens: &[Token]) -> CheckToken {
         CheckToken {
             expected: Arc::new(RwLock::new(headers_of(tokens))),
         }
     }
 
     /// Accepts `tokens` from now on; returns whether they differ from before.
-    pub fn set(&self, tokens: &[String]) -> bool {
+    pub fn set(&self, tokens: &[Token]) -> bool {
         let new = headers_of(tokens);
         let mut e = self.expected.write().unwrap_or_else(|p| p.into_inner());
         let changed = *e != new;
@@ -42,11 +49,30 @@ impl CheckToken {
         changed
     }
 
-    /// Whether `header` is one of the accepted tokens' headers; every one is compared in
+    /// The role of the accepted token whose header `header` is; every one is compared in
     /// full, so the time taken tells nothing of which matched or how far.
-    fn accepts(&self, header: &[u8]) -> bool {
+    fn role_of(&self, header: &[u8]) -> Option<Role> {
         let e = self.expected.read().unwrap_or_else(|p| p.into_inner());
-        e.iter().fold(false, |ok, t| same(header, t) | ok)
+        e.iter().fold(None, |found, (t, role)| {
+            let hit = same(header, t);
+            if hit && found.is_none() {
+                Some(*role)
+            } else {
+                found
+            }
+        })
+    }
+}
+
+/// PERMISSION_DENIED unless the request came with a full token (not a runner token): for
+/// every call that adds, changes or removes jobs, or changes the cluster.
+pub fn full_only<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
+    match req.extensions().get::<Role>() {
+        Some(Role::Runner) => Err(Status::permission_denied(format!(
+            "{what}: a runner token may only reserve jobs, report on them and read the queue; \
+             use the cluster token"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -59,10 +85,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         match req.metadata().get(AUTH_HEADER) {
-            Some(v) if self.accepts(v.as_bytes()) => Ok(req),
-            Some(_) => Err(Status::unauthenticated(
-                "wrong token: use the cluster's token file (--token-file or RAFTQ_TOKEN_FILE)",
-            )),
+            Some(v) => match self.role_of(v.as_bytes()) {
+                Some(role) => {
+                    let mut req = req;
+                    req.extensions_mut().insert(role);
+                    Ok(req)
+                }
+                None => Err(Status::unauthenticated(
+                    "wrong token: use the cluster's token file (--token-file or RAFTQ_TOKEN_FILE)",
+                )),
+            },
             None => Err(Status::unauthenticated(
                 "no token: give the cluster's token file (--token-file or RAFTQ_TOKEN_FILE)",
             )),
@@ -140,7 +172,7 @@ mod tests {
     #[test]
     fn interceptors_agree() {
         let mut out = Auth::new(Some("abc")).unwrap();
-        let mut check = CheckToken::new(&["abc".to_string()]);
+        let mut check = CheckToken::new(&[full("abc")]);
         let req = out.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         let req = Auth::new(Some("abd"))
@@ -154,12 +186,30 @@ mod tests {
         let err = check.call(Request::new(())).unwrap_err();
         assert!(err.message().contains("no token"));
         // a rotated set: the new token and the old both accepted, then the old retired
-        let both = ["abd".to_string(), "abc".to_string()];
+        let both = [full("abd"), full("abc")];
         assert!(check.set(&both) && !check.set(&both));
         let send = |t| Auth::new(Some(t)).unwrap().call(Request::new(())).unwrap();
         assert!(check.call(send("abd")).is_ok() && check.call(send("abc")).is_ok());
         check.set(&both[..1]);
         assert!(check.call(send("abd")).is_ok() && check.call(send("abc")).is_err());
+        // a runner token is admitted, marked, and kept out of what only full tokens may do
+        let runner = Token {
+            secret: "run".into(),
+            role: Role::Runner,
+        };
+        check.set(&[full("abd"), runner]);
+        let req = check.call(send("run")).unwrap();
+        let e = full_only(&req, "Kill").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.message().starts_with("Kill: a runner token"), "{e:?}");
+        assert!(full_only(&check.call(send("abd")).unwrap(), "Kill").is_ok());
+    }
+
+    fn full(secret: &str) -> Token {
+        Token {
+            secret: secret.into(),
+            role: Role::Full,
+        }
     }
 
     #[test]
@@ -196,14 +246,14 @@ mod tests {
         let fresh: MembershipOf = Arc::new(|_| Membership::None);
         assert_eq!(CheckPeer::admit(&fresh, Some(&[&nine[..]])).unwrap(), 9);
         // without TLS the token is the check
-        let mut plain = CheckPeer::new(CheckToken::new(&["abc".to_string()]), None);
+        let mut plain = CheckPeer::new(CheckToken::new(&[full("abc")]), None);
         let req = Auth::new(Some("abc"))
             .unwrap()
             .call(Request::new(()))
             .unwrap();
         assert!(plain.call(req).is_ok());
         // with TLS, the token alone is refused
-        let mut tls = CheckPeer::new(CheckToken::new(&["abc".to_string()]), Some(members));
+        let mut tls = CheckPeer::new(CheckToken::new(&[full("abc")]), Some(members));
         let req = Auth::new(Some("abc"))
             .unwrap()
             .call(Request::new(()))

@@ -1,4 +1,6 @@
 //! The Queue service: decode, route through the leader, encode. No queue rule lives here.
+//! Calls that add, change or remove jobs, or change the queue's mode, need a full token
+//! ([`crate::auth::full_only`]); a runner token reserves, reports and reads.
 
 use crate::node::{Node, ReadError, RouteError};
 use queue_fsm::{Outcome, Request, Response as FsmResponse};
@@ -45,6 +47,7 @@ fn store(e: ReadError) -> Status {
 #[tonic::async_trait]
 impl pb::queue_server::Queue for QueueService {
     async fn add(&self, request: TRequest<pb::AddRequest>) -> R<pb::AddResponse> {
+        crate::auth::full_only(&request, "Add")?;
         let req = convert::add_request(request.into_inner())?;
         Ok(Response::new(convert::add_response(
             self.write(req).await?,
@@ -100,6 +103,7 @@ impl pb::queue_server::Queue for QueueService {
     }
 
     async fn kick(&self, request: TRequest<pb::KeysRequest>) -> R<pb::CountResponse> {
+        crate::auth::full_only(&request, "Kick")?;
         let req = convert::kick_request(request.into_inner())?;
         Ok(Response::new(convert::count_response(
             self.write(req).await?,
@@ -107,6 +111,7 @@ impl pb::queue_server::Queue for QueueService {
     }
 
     async fn kill(&self, request: TRequest<pb::KeysRequest>) -> R<pb::CountResponse> {
+        crate::auth::full_only(&request, "Kill")?;
         let req = convert::kill_request(request.into_inner())?;
         Ok(Response::new(convert::count_response(
             self.write(req).await?,
@@ -114,6 +119,7 @@ impl pb::queue_server::Queue for QueueService {
     }
 
     async fn delete(&self, request: TRequest<pb::KeysRequest>) -> R<pb::DeleteResponse> {
+        crate::auth::full_only(&request, "Delete")?;
         let req = convert::delete_request(request.into_inner())?;
         Ok(Response::new(convert::delete_response(
             self.write(req).await?,
@@ -121,6 +127,7 @@ impl pb::queue_server::Queue for QueueService {
     }
 
     async fn modify(&self, request: TRequest<pb::ModifyRequest>) -> R<pb::ModifyResponse> {
+        crate::auth::full_only(&request, "Modify")?;
         let req = convert::modify_request(request.into_inner())?;
         Ok(Response::new(convert::modify_response(
             self.write(req).await?,
@@ -128,6 +135,7 @@ impl pb::queue_server::Queue for QueueService {
     }
 
     async fn set_limit(&self, request: TRequest<pb::SetLimitRequest>) -> R<pb::Ack> {
+        crate::auth::full_only(&request, "SetLimit")?;
         let req = convert::set_limit_request(request.into_inner())?;
         Ok(Response::new(convert::ack_response(
             self.write(req).await?,
@@ -135,6 +143,7 @@ impl pb::queue_server::Queue for QueueService {
     }
 
     async fn set_reserving(&self, request: TRequest<pb::SetReservingRequest>) -> R<pb::Ack> {
+        crate::auth::full_only(&request, "SetReserving")?;
         let req = convert::set_reserving_request(request.into_inner())?;
         Ok(Response::new(convert::ack_response(
             self.write(req).await?,

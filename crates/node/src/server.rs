@@ -86,10 +86,28 @@ async fn bind(config: &NodeConfig) -> anyhow::Result<TcpListener> {
 fn load_token(config: &NodeConfig) -> anyhow::Result<(raftq_client::Auth, CheckToken)> {
     let path = config.token_path();
     crate::auth::ensure_token_file(&path)?;
-    let tokens = crate::auth::read_token_set(&path)?;
-    let auth = raftq_client::Auth::new(Some(&tokens[0]))?;
+    let tokens = crate::auth::read_tokens(&path)?;
+    let auth = raftq_client::Auth::new(Some(sent_token(&path, &tokens)?))?;
     let check = CheckToken::new(&tokens);
     Ok((auth, check))
+}
+
+/// The token a node sends its peers: the file's first full token (not a runner token).
+fn sent_token<'a>(
+    path: &std::path::Path,
+    tokens: &'a [crate::auth::Token],
+) -> anyhow::Result<&'a str> {
+    tokens
+        .iter()
+        .find(|t| t.role == crate::auth::Role::Full)
+        .map(|t| t.secret.as_str())
+        .with_context(|| {
+            format!(
+                "token file {}: only runner tokens; a node needs the cluster token (a line \
+                 without `runner `)",
+                path.display()
+            )
+        })
 }
 
 /// How often a running node re-reads its token file.
@@ -104,16 +122,23 @@ async fn follow_token_file(path: std::path::PathBuf, auth: raftq_client::Auth, c
         tokio::time::sleep(TOKEN_FILE_POLL).await;
         let read = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || crate::auth::read_token_set(&path)).await
+            tokio::task::spawn_blocking(move || crate::auth::read_tokens(&path)).await
         };
         match read {
             Ok(Ok(tokens)) => {
-                let sent = auth.set(&tokens[0]).unwrap_or(false);
+                let Ok(first) = sent_token(&path, &tokens) else {
+                    if !failing {
+                        tracing::warn!(file = %path.display(), "the token file holds only runner tokens; the tokens in force are kept");
+                    }
+                    failing = true;
+                    continue;
+                };
+                let sent = auth.set(first).unwrap_or(false);
                 if check.set(&tokens) || sent {
                     tracing::info!(
                         file = %path.display(),
                         accepted = tokens.len(),
-                        "token file changed: now accepting its {} token(s), sending its first",
+                        "token file changed: now accepting its {} token(s), sending its first full one",
                         tokens.len()
                     );
                 }
