@@ -141,6 +141,20 @@ pub struct Client {
     state: Mutex<State>,
 }
 
+/// This process's environment as `KEY=VALUE` entries (what an Add sends as the jobs'
+/// environment), and the names of the variables left out because they are not UTF-8 (the
+/// queue keeps environments as text).
+pub fn process_env() -> (Vec<String>, Vec<String>) {
+    let (mut entries, mut skipped) = (Vec::new(), Vec::new());
+    for (k, v) in std::env::vars_os() {
+        match (k.to_str(), v.to_str()) {
+            (Some(k), Some(v)) => entries.push(format!("{k}={v}")),
+            _ => skipped.push(k.to_string_lossy().into_owned()),
+        }
+    }
+    (entries, skipped)
+}
+
 /// A fresh 16-byte request id.
 pub fn request_id() -> Vec<u8> {
     uuid::Uuid::new_v4().as_bytes().to_vec()

@@ -189,8 +189,23 @@ impl NodeConfig {
                 ))
             }
         }
-        if self.heartbeat_ms < 10 {
-            return Err(invalid("heartbeat_ms", "must be at least 10"));
+        if !(10..=60_000).contains(&self.heartbeat_ms) {
+            return Err(invalid("heartbeat_ms", "must be 10 to 60000"));
+        }
+        if self.election_timeout_max_ms > 600_000 {
+            return Err(invalid("election_timeout_max_ms", "must be at most 600000"));
+        }
+        if self.install_snapshot_timeout_ms == 0 || self.install_snapshot_timeout_ms > 86_400_000 {
+            return Err(invalid(
+                "install_snapshot_timeout_ms",
+                "must be 1 to 86400000 (a day)",
+            ));
+        }
+        if self.clock_offset_ms.unsigned_abs() > 86_400_000 {
+            return Err(invalid(
+                "clock_offset_ms",
+                "must be within ±86400000 (a day); it is for clock-skew tests",
+            ));
         }
         if self.election_timeout_min_ms < 3 * self.heartbeat_ms {
             return Err(invalid(
@@ -213,6 +228,13 @@ impl NodeConfig {
         if self.snapshot_every_entries < 100 {
             return Err(invalid("snapshot_every_entries", "must be at least 100"));
         }
+        if self.max_batch_commands > 1_000_000 || self.max_inflight_entries > 1_024 {
+            return Err(invalid(
+                "max_batch_commands, max_inflight_entries",
+                "must be at most 1000000 and 1024",
+            ));
+        }
+        self.scheduler.validate()?;
         self.fsm
             .validate()
             .map_err(|e| ConfigError::Fsm(e.to_string()))
@@ -408,6 +430,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("does not list this node's id 4"));
+    }
+
+    #[test]
+    fn every_number_has_bounds_named_by_its_field() {
+        let cases: [(NodeConfig, &str); 6] = [
+            (
+                NodeConfig {
+                    heartbeat_ms: u64::MAX,
+                    ..plain()
+                },
+                "heartbeat_ms",
+            ),
+            (
+                NodeConfig {
+                    election_timeout_max_ms: u64::MAX,
+                    ..plain()
+                },
+                "election_timeout_max_ms",
+            ),
+            (
+                NodeConfig {
+                    clock_offset_ms: i64::MIN,
+                    ..plain()
+                },
+                "clock_offset_ms",
+            ),
+            (
+                NodeConfig {
+                    max_inflight_entries: usize::MAX,
+                    ..plain()
+                },
+                "max_batch_commands, max_inflight_entries",
+            ),
+            (
+                NodeConfig {
+                    scheduler: crate::scheduler::SchedulerConfig {
+                        max_cores: Some(0),
+                        ..Default::default()
+                    },
+                    ..plain()
+                },
+                "scheduler.max_cores",
+            ),
+            (
+                NodeConfig {
+                    scheduler: crate::scheduler::SchedulerConfig {
+                        ttr_s: 0,
+                        ..Default::default()
+                    },
+                    ..plain()
+                },
+                "scheduler.ttr_s",
+            ),
+        ];
+        for (c, field) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{field}:")), "{field}: {e}");
+        }
     }
 
     #[test]

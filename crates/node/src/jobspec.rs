@@ -146,7 +146,10 @@ pub fn parse_duration_s(s: &str) -> Result<u32, String> {
         let n: f64 = num
             .parse()
             .map_err(|_| format!("{s:?} is not a duration (e.g. 1h, 30m, 90s)"))?;
-        total += (n * unit).ceil() as u64;
+        // `as` saturates a huge product; the sum must not wrap either
+        total = total
+            .checked_add((n * unit).ceil() as u64)
+            .ok_or_else(|| format!("{s:?} is out of range"))?;
         num.clear();
     }
     if !num.is_empty() || t.is_empty() {
@@ -436,6 +439,10 @@ mod tests {
         assert!(parse_duration_s("1y").is_err());
         assert!(parse_duration_s("").is_err());
         assert!(parse_duration_s("h").is_err());
+        // sums that would wrap are out of range, not a panic or a small number
+        let e = parse_duration_s("18446744073709551615s1s").unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+        assert!(parse_duration_s("99999999999999999999999h").is_err());
     }
 
     #[test]

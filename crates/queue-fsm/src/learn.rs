@@ -3,6 +3,7 @@
 //! group, which rounds requirements so that similar jobs share runners.
 
 use crate::job::{JobSpec, Override, Requirements, RunReport};
+use crate::limits::{MAX_DISK_GB, MAX_RAM_MB, MAX_TIME_S};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -52,8 +53,9 @@ fn p95(mut v: Vec<u64>) -> u64 {
     v[rank.max(1) - 1]
 }
 
+/// `v` rounded up to a multiple of `to`, saturating (a runner may report anything).
 fn round_up(v: u64, to: u64) -> u64 {
-    v.div_ceil(to) * to
+    v.div_ceil(to).saturating_mul(to)
 }
 
 fn clamp_u32(v: u64) -> u32 {
@@ -79,10 +81,12 @@ impl ReqStats {
         let ram = p95(self.samples.iter().map(|s| s.ram_mb).collect());
         let disk = p95(self.samples.iter().map(|s| s.disk_mb).collect());
         let time = p95(self.samples.iter().map(|s| s.time_s).collect());
+        // Never above what a job may ask for itself (the bounds of limits.rs), however
+        // absurd a runner's report.
         self.recommendation = Recommendation {
-            ram_mb: clamp_u32(round_up(ram.max(1), RECOMMEND_ROUND_MB)),
-            disk_gb: clamp_u32(round_up(disk, RECOMMEND_ROUND_MB).div_ceil(1024)),
-            time_s: clamp_u32(round_up(time.max(1), RECOMMEND_ROUND_S)),
+            ram_mb: clamp_u32(round_up(ram.max(1), RECOMMEND_ROUND_MB)).min(MAX_RAM_MB),
+            disk_gb: clamp_u32(round_up(disk, RECOMMEND_ROUND_MB).div_ceil(1024)).min(MAX_DISK_GB),
+            time_s: clamp_u32(round_up(time.max(1), RECOMMEND_ROUND_S)).min(MAX_TIME_S),
         };
     }
 }
@@ -243,6 +247,21 @@ pub fn more_time(time_s: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_report_neither_overflows_nor_passes_the_bounds() {
+        let mut st = ReqStats::default();
+        let report = RunReport {
+            peak_ram_mb: u64::MAX,
+            peak_disk_mb: u64::MAX,
+            wall_ms: u64::MAX,
+            ..RunReport::default()
+        };
+        st.record(&report, 20);
+        assert_eq!(st.recommendation.ram_mb, MAX_RAM_MB);
+        assert_eq!(st.recommendation.disk_gb, MAX_DISK_GB);
+        assert_eq!(st.recommendation.time_s, MAX_TIME_S);
+    }
 
     fn report(ram: u64, disk: u64, wall_s: u64) -> RunReport {
         RunReport {

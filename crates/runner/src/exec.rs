@@ -151,14 +151,48 @@ impl HeadTail {
         }
     }
 
+    /// The head and tail as text the queue takes: invalid UTF-8 replaced, NUL bytes shown
+    /// as `\0` (the queue refuses NUL in text), each part cut at a character boundary to
+    /// [`OUTPUT_PART_BYTES`] (a replaced byte can take 3), so that the whole stays within the
+    /// queue's bound on stored output whatever the command printed.
     fn text(&self) -> String {
-        let mut s = String::from_utf8_lossy(&self.head).into_owned();
+        let mut s = clean(&self.head, false);
         if self.dropped > 0 {
             s.push_str(&format!("\n... ({} bytes left out) ...\n", self.dropped));
         }
         let tail: Vec<u8> = self.tail.iter().copied().collect();
-        s.push_str(&String::from_utf8_lossy(&tail));
+        s.push_str(&clean(&tail, true));
         s
+    }
+}
+
+/// Bytes of text at most for each of an output's head and tail (the two, with the marker
+/// between them, fit the queue's 16 KiB).
+pub const OUTPUT_PART_BYTES: usize = 8 * 1024 - 128;
+const _: () = assert!(2 * OUTPUT_PART_BYTES + 128 <= queue_fsm::limits::MAX_OUTPUT_BYTES);
+
+/// `bytes` as text the queue takes (see [`HeadTail::text`]); `keep_end`: cut from the start
+/// rather than the end.
+fn clean(bytes: &[u8], keep_end: bool) -> String {
+    let s = String::from_utf8_lossy(bytes).replace('\0', "\\0");
+    if s.len() <= OUTPUT_PART_BYTES {
+        return s;
+    }
+    let mut cut = if keep_end {
+        s.len() - OUTPUT_PART_BYTES
+    } else {
+        OUTPUT_PART_BYTES
+    };
+    if keep_end {
+        while !s.is_char_boundary(cut) {
+            cut += 1;
+        }
+        s[cut..].to_string()
+    } else {
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s[..cut].to_string()
     }
 }
 

@@ -289,7 +289,11 @@ impl Runner {
     /// The job's environment: its stored one, or the runner's own when it has none.
     async fn job_env(&self, job: &pb::Job) -> Result<Vec<String>, ClientError> {
         if job.env_hash.is_empty() {
-            Ok(std::env::vars().map(|(k, v)| format!("{k}={v}")).collect())
+            let (env, skipped) = raftq_client::process_env();
+            if !skipped.is_empty() {
+                tracing::warn!(?skipped, key = %job.key, "variables that are not UTF-8 left out of the job's environment");
+            }
+            Ok(env)
         } else {
             self.reporter.get_env(job.env_hash.clone()).await
         }

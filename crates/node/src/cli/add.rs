@@ -132,7 +132,13 @@ async fn send(
     jobs: &[pb::JobSpec],
     ignore_complete: bool,
 ) -> anyhow::Result<(u64, u64)> {
-    let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    let (env, skipped) = raftq_client::process_env();
+    if let Some(name) = skipped.first() {
+        anyhow::bail!(
+            "environment variable {name:?} is not UTF-8, and jobs get this environment as \
+             text: unset it (env -u {name} raftq add ...) or fix its value"
+        );
+    }
     let total = jobs.len();
     let show = std::io::stderr().is_terminal() && total > ADD_BATCH;
     let (mut added, mut existed) = (0u64, 0u64);

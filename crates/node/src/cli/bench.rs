@@ -59,8 +59,8 @@ pub(super) struct BenchArgs {
     /// Failover trials (local cluster only).
     #[arg(long, default_value_t = 5)]
     failover_trials: usize,
-    /// Stop any phase after this long.
-    #[arg(long, default_value_t = 120)]
+    /// Stop any phase after this long (at most a day).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     max_seconds: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]

@@ -69,9 +69,17 @@ fn config(a: NodeArgs) -> anyhow::Result<NodeConfig> {
         .map_err(anyhow::Error::msg)?,
         None => NodeConfig::default(),
     };
-    config
-        .apply_env(std::env::vars())
-        .map_err(anyhow::Error::msg)?;
+    let mut vars = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => vars.push((k, v)),
+            (Ok(k), Err(_)) if k.starts_with("RAFTQ_") => {
+                anyhow::bail!("{k}: the value is not UTF-8")
+            }
+            _ => {} // not ours
+        }
+    }
+    config.apply_env(vars).map_err(anyhow::Error::msg)?;
     if let Some(v) = a.id {
         config.id = v;
     }

@@ -236,6 +236,8 @@ impl Node {
     /// the caller's, so a retried long poll replays the attempts already made (and gets the
     /// same reservation if one succeeded) instead of reserving twice.
     async fn reserve_here(&self, req: Request, wait_ms: u64) -> Result<Outcome, RouteError> {
+        // bounded here too: a forwarded reserve's wait comes from a peer
+        let wait_ms = wait_ms.min(MAX_RESERVE_WAIT_MS);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let mut ready_rx = self.ready_changes();
         let mut yield_rx = self.yielding.subscribe();

@@ -76,6 +76,39 @@ pub struct SchedulerConfig {
     pub kill_over_time: bool,
 }
 
+impl SchedulerConfig {
+    /// Each field within what a host and a runner can use; the error names the field.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        let bad = |field: &str, problem: &str| crate::config::ConfigError::Invalid {
+            field: format!("scheduler.{field}"),
+            problem: problem.into(),
+        };
+        if self.max_cores == Some(0) {
+            return Err(bad("max_cores", "must be at least 1 (or unset: all cores)"));
+        }
+        if self.max_ram_mb == Some(0) {
+            return Err(bad(
+                "max_ram_mb",
+                "must be at least 1 (or unset: 90% of RAM)",
+            ));
+        }
+        if !(1..=600).contains(&self.idle_exit_s) {
+            return Err(bad(
+                "idle_exit_s",
+                "must be 1 to 600 (a runner's reserve waits 10 minutes at most)",
+            ));
+        }
+        let (min, max) = (
+            queue_fsm::limits::MIN_TTR_MS / 1000,
+            queue_fsm::limits::MAX_TTR_MS / 1000,
+        );
+        if !(min..=max).contains(&self.ttr_s) {
+            return Err(bad("ttr_s", &format!("must be {min} to {max}")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {

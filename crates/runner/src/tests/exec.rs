@@ -248,3 +248,31 @@ async fn overhead_of_a_true_command() {
         t.elapsed().as_secs_f64() * 1000.0 / n as f64
     );
 }
+
+#[tokio::test]
+async fn binary_output_is_kept_as_text_the_queue_takes() {
+    let base = tempfile::tempdir().unwrap();
+    // NUL bytes (find -print0) and invalid UTF-8, far more than is kept
+    let s = spec(
+        "printf 'a\\0b\\n'; head -c 300000 /dev/urandom; printf 'end\\0'",
+        WorkDir::Unique {
+            base: base.path().into(),
+            unique: "binary".into(),
+        },
+    );
+    let r = run_it(&s).await;
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert!(r.stdout.starts_with("a\\0b\n"), "{:?}", &r.stdout[..10]);
+    assert!(
+        r.stdout.ends_with("end\\0"),
+        "{:?}",
+        &r.stdout[r.stdout.len() - 10..]
+    );
+    assert!(!r.stdout.contains('\0'));
+    assert!(r.stdout.contains("bytes left out"));
+    assert!(
+        r.stdout.len() <= queue_fsm::limits::MAX_OUTPUT_BYTES,
+        "{} bytes",
+        r.stdout.len()
+    );
+}
