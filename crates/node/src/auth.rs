@@ -24,6 +24,17 @@ impl CheckToken {
             expected: bearer(token).into_bytes(),
         }
     }
+
+    /// Whether `header` (an `Authorization` value, `Bearer TOKEN`) carries the token; the
+    /// HTTP port's check, in the same constant time as the gRPC one.
+    pub fn admits_header(&self, header: &[u8]) -> bool {
+        same(header, &self.expected)
+    }
+
+    /// Whether `token` (bare, as the web page's login form or cookie holds it) is the token.
+    pub fn admits_token(&self, token: &str) -> bool {
+        same(bearer(token).as_bytes(), &self.expected)
+    }
 }
 
 /// Equality that takes as long for every pair of equal-length inputs, so that the time a

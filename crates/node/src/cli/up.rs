@@ -1,5 +1,6 @@
 //! `raftq up`: a local cluster of manager nodes on 127.0.0.1, with the scheduler on and one
-//! runner registry, its pid files and `raftq.env` in one directory; in the foreground until
+//! runner registry, its pid files and `raftq.env` (RAFTQ_CLUSTER, RAFTQ_TOKEN_FILE, and
+//! RAFTQ_HTTP: each node's web address) in one directory; in the foreground until
 //! Ctrl-C, or left running with `--detach` (then `raftq down`).
 
 use super::down::{pid_path, process_alive, stop_runners, MAX_NODES};
@@ -96,9 +97,10 @@ fn start(dir: &Path, addrs: Vec<String>, detach: bool) -> anyhow::Result<LocalCl
     std::fs::write(
         dir.join("raftq.env"),
         format!(
-            "export RAFTQ_CLUSTER={}\nexport RAFTQ_TOKEN_FILE={}\n",
+            "export RAFTQ_CLUSTER={}\nexport RAFTQ_TOKEN_FILE={}\nexport RAFTQ_HTTP={}\n",
             cluster.addrs().join(","),
-            dir.join("token").display()
+            dir.join("token").display(),
+            cluster.http_urls().join(",")
         ),
     )?;
     Ok(cluster)
@@ -110,6 +112,13 @@ fn print_usage(dir: &Path, cluster: &LocalCluster, leader: u64, detach: bool) {
         cluster.nodes.len()
     );
     println!("  nodes:   {}", cluster.addrs().join(","));
+    for (n, url) in cluster.nodes.iter().zip(cluster.http_urls()) {
+        println!(
+            "  web:     {url}/  (node {}; log in with the token in {}/token)",
+            n.id,
+            dir.display()
+        );
+    }
     println!("  data:    {}", dir.display());
     println!("  logs:    {}/node-N.log", dir.display());
     println!();

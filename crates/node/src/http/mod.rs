@@ -1,0 +1,200 @@
+//! The node's HTTP port (`http` in the config, `--http`): the web UI, the REST API shaped as
+//! wr's, server-sent events for the live page, and `/metrics`. Over TLS with the node's
+//! certificate when the node has TLS, plaintext otherwise; every route but the login page and
+//! the page's static files needs the cluster token.
+//!
+//! ## Layout
+//! - [`auth`]: the token check (an `Authorization: Bearer` header, or the login cookie) and
+//!   the login form.
+//! - [`rest`]: `/rest/v1/…`: jobs (list, add, remove, kill, retry), info, version, cluster,
+//!   the queue's mode.
+//! - [`metrics`]: the Prometheus registry, the Queue service's timers, `/metrics`.
+//! - [`sse`]: `/events`, counts and cluster status pushed as they change.
+//! - [`ui`]: the embedded page (`ui/index.html`, `app.js`, `style.css`).
+//! - [`json`]: jobs and cluster status as JSON, with wr's field names where wr has one.
+//! - this file: [`HttpState`], the router, the accept loop (TLS handshake, connection bound).
+//!
+//! The handlers call the same gRPC service code the Queue and Admin services run
+//! ([`QueueService`], [`AdminService`]): the same conversion and validation, the same routing
+//! to the leader (a follower forwards writes, reads go through a read index unless `stale`).
+
+pub mod auth;
+pub mod json;
+pub mod metrics;
+pub mod rest;
+pub mod sse;
+pub mod ui;
+
+use crate::admin_service::AdminService;
+use crate::auth::CheckToken;
+use crate::node::Node;
+use crate::queue_service::QueueService;
+use crate::raft_net::RaftHandle;
+use crate::tls::NodeTls;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use metrics::Metrics;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_HTTP_CONNECTIONS: usize = 256;
+/// A TLS handshake that takes longer is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every handler reaches.
+pub struct HttpState {
+    pub node: Arc<Node>,
+    pub raft: RaftHandle,
+    pub queue: QueueService,
+    pub admin: AdminService,
+    pub metrics: Arc<Metrics>,
+    pub check: CheckToken,
+    /// The page is served over TLS (its cookie is then `Secure`).
+    pub tls: bool,
+    pub data_dir: PathBuf,
+}
+
+pub type Shared = Arc<HttpState>;
+
+/// Every route: the page and its login (open), then the token-checked ones.
+pub fn router(state: Shared) -> Router {
+    let checked = Router::new()
+        .merge(rest::routes())
+        .merge(sse::routes())
+        .route("/metrics", axum::routing::get(metrics_route))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .merge(ui::routes())
+        .merge(auth::routes())
+        .merge(checked)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts every request by route and status (`raftq_http_requests_total`).
+async fn count(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    s.metrics.http_request(&route, resp.status().as_u16());
+    resp
+}
+
+async fn metrics_route(State(s): State<Shared>) -> Response {
+    use axum::response::IntoResponse;
+    let snap = sse::metrics_snapshot(&s).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(&snap),
+    )
+        .into_response()
+}
+
+/// The rustls server configuration of the HTTP port: the node's certificate, HTTP/2 and 1.1.
+/// No client certificate is asked for (browsers log in with the token).
+pub fn tls_acceptor(tls: &NodeTls) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("tls_cert_file: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
+        .map_err(|e| anyhow::anyhow!("tls_key_file: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| anyhow::anyhow!("TLS settings of the HTTP port: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| anyhow::anyhow!("tls_cert_file / tls_key_file: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `app` on `listener` until `shutdown`: each connection on its own task (after its TLS
+/// handshake when `tls` is given), at most [`MAX_HTTP_CONNECTIONS`] at once. Connections still
+/// open at shutdown end with the process.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "http accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let served = match tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    builder.serve_connection_with_upgrades(io, service).await
+                }
+                Some(acceptor) => {
+                    let shake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let stream = match shake {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "http TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "http TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    builder.serve_connection_with_upgrades(io, service).await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "http connection ended");
+            }
+        });
+    }
+}
