@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
+pub mod http;
+pub mod webdriver;
+
 pub use raftq_client;
 pub use raftq_local;
 pub use raftq_proto;
@@ -89,6 +92,17 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.local.node(id).expect("node id").addr.clone()
+    }
+
+    /// The base URL of node `id`'s HTTP port (web UI, REST, /metrics).
+    pub fn http_url(&self, id: u64) -> String {
+        let i = self
+            .local
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("node id");
+        self.local.http_urls()[i].clone()
     }
 
     /// A client of every node.

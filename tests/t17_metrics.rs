@@ -1,0 +1,102 @@
+//! `/metrics` on real nodes: Prometheus text behind the token; jobs by state, the jobs each
+//! node's Queue service moved, per-RPC latency histograms, and Raft's view (term, leader,
+//! indexes, replication lag per peer on the leader) agreeing across nodes.
+
+use raftq_tests::http::request;
+use raftq_tests::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The samples of a scrape: `name{labels}` → value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(cluster: &Cluster, id: u64) -> BTreeMap<String, f64> {
+    let auth = format!("Bearer {}", cluster.local.token);
+    let r = request(
+        "GET",
+        &cluster.http_url(id),
+        "/metrics",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await
+    .expect("scrape");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.headers["content-type"].starts_with("application/openmetrics-text"),
+        "{:?}",
+        r.headers
+    );
+    let text = r.text();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    samples(&text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_jobs_rpcs_and_raft_on_every_node() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+
+    // step 1: no token: refused
+    let r = request("GET", &cluster.http_url(leader), "/metrics", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    // step 2: 40 jobs added through the leader's gRPC port, 3 through the follower's
+    let on_leader = cluster.client_of(leader);
+    let cmds = (0..40).map(|i| format!("echo metric {i}"));
+    assert_eq!(on_leader.add(add_request(cmds)).await.unwrap().added, 40);
+    let on_follower = cluster.client_of(follower);
+    let cmds = (0..3).map(|i| format!("echo follower {i}"));
+    assert_eq!(on_follower.add(add_request(cmds)).await.unwrap().added, 3);
+    cluster.converged(Duration::from_secs(30)).await;
+
+    // step 3: the leader's numbers
+    let m = scrape(&cluster, leader).await;
+    assert_eq!(m["raftq_jobs{state=\"ready\"}"], 43.0, "{m:?}");
+    assert_eq!(m["raftq_jobs{state=\"buried\"}"], 0.0);
+    assert_eq!(m["raftq_job_events_total{event=\"added\"}"], 40.0);
+    assert_eq!(m["raftq_rpc_calls_total{rpc=\"add\",result=\"ok\"}"], 1.0);
+    assert_eq!(m["raftq_rpc_duration_seconds_count{rpc=\"add\"}"], 1.0);
+    assert!(m["raftq_rpc_duration_seconds_sum{rpc=\"add\"}"] > 0.0);
+    assert_eq!(m["raftq_raft_is_leader"], 1.0);
+    assert_eq!(m["raftq_raft_leader"], leader as f64);
+    assert!(m["raftq_raft_term"] >= 1.0);
+    assert!(m["raftq_raft_applied_index"] >= 2.0, "{m:?}");
+    assert!(m["raftq_raft_committed_index"] >= m["raftq_raft_applied_index"] - 0.5);
+    assert!(m["raftq_store_bytes"] > 0.0);
+    for peer in (1..=3).filter(|p| *p != leader) {
+        let lag = format!("raftq_raft_replication_lag_entries{{peer=\"{peer}\"}}");
+        assert!(m.contains_key(&lag), "{lag} missing: {m:?}");
+    }
+
+    // step 4: the follower's: the same jobs and leader, its own add counted, not leading
+    let f = scrape(&cluster, follower).await;
+    assert_eq!(f["raftq_jobs{state=\"ready\"}"], 43.0, "{f:?}");
+    assert_eq!(f["raftq_job_events_total{event=\"added\"}"], 3.0);
+    assert_eq!(f["raftq_raft_is_leader"], 0.0);
+    assert_eq!(f["raftq_raft_leader"], leader as f64);
+    assert_eq!(f["raftq_raft_term"], m["raftq_raft_term"]);
+    assert!(
+        !f.keys()
+            .any(|k| k.starts_with("raftq_raft_replication_lag")),
+        "only the leader knows replication: {f:?}"
+    );
+
+    // step 5: HTTP requests are counted by route and status
+    let again = scrape(&cluster, leader).await;
+    assert!(
+        again["raftq_http_requests_total{route=\"/metrics\",status=\"200\"}"] >= 1.0,
+        "{again:?}"
+    );
+}
