@@ -1,7 +1,8 @@
 //! The REST API on real nodes over real HTTP: the token is required; jobs added through a
 //! follower (forwarded to the leader) as a JSON array of wr job objects, a bad one refused
 //! with its field named and nothing added; listed by rep group, state and key, paged; removed
-//! by rep group and state; info, version, cluster and the queue's mode.
+//! by rep group and state; info, version, the cluster (the leader's view, through the
+//! follower) and the queue's mode.
 
 use raftq_tests::http::{request, HttpResponse};
 use raftq_tests::*;
@@ -180,6 +181,12 @@ async fn rest_api_adds_lists_and_removes_through_any_node() {
     let c = api.ok("GET", "/rest/v1/cluster", None, 200).await;
     assert_eq!(c["leader"], leader, "{c}");
     assert_eq!(c["nodes"].as_array().unwrap().len(), 3);
+    // the follower shows the leader's view, which knows every node's role and replication
+    assert_eq!(c["answered_by"], leader, "{c}");
+    assert_eq!(c["stale"], false, "{c}");
+    for n in c["nodes"].as_array().unwrap() {
+        assert_ne!(n["role"], "unknown", "{c}");
+    }
 
     // step 6: the queue paused and resumed; a bad mode names the field
     let m = api

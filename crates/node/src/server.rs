@@ -48,7 +48,7 @@ pub async fn run(
     if opened.fresh {
         initialise_if_first(&config, &raft).await;
     }
-    let shell = start_shell(&config, opened, link)?;
+    let shell = start_shell(&config, opened, link.clone())?;
     let metrics = Arc::new(Metrics::new());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = match http_listener {
@@ -59,6 +59,7 @@ pub async fn run(
             &raft,
             &check,
             &metrics,
+            &link,
             tls.as_ref(),
             http_stopped,
         )?),
@@ -128,6 +129,7 @@ fn start_http(
     raft: &RaftHandle,
     check: &CheckToken,
     metrics: &Arc<Metrics>,
+    link: &PeerLink,
     tls: Option<&NodeTls>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -145,6 +147,7 @@ fn start_http(
         },
         metrics: metrics.clone(),
         check: check.clone(),
+        leader_link: crate::http::LeaderLink::new(link.clone()),
         tls: acceptor.is_some(),
         data_dir: config.data_dir.clone(),
     });

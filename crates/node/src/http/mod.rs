@@ -55,12 +55,112 @@ pub struct HttpState {
     pub admin: AdminService,
     pub metrics: Arc<Metrics>,
     pub check: CheckToken,
+    /// A follower asks the leader for the cluster's status through it.
+    pub leader_link: LeaderLink,
     /// The page is served over TLS (its cookie is then `Secure`).
     pub tls: bool,
     pub data_dir: PathBuf,
 }
 
 pub type Shared = Arc<HttpState>;
+
+/// How long a follower waits for the leader's view of the cluster before showing its own.
+const LEADER_VIEW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A follower's channel to the leader's Admin service (the peer link: its TLS and token),
+/// kept while the leader's address stays the same.
+pub struct LeaderLink {
+    link: crate::raft_net::PeerLink,
+    channel: std::sync::Mutex<Option<(String, tonic::transport::Channel)>>,
+}
+
+impl LeaderLink {
+    pub fn new(link: crate::raft_net::PeerLink) -> LeaderLink {
+        LeaderLink {
+            link,
+            channel: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cluster status as the node at `addr` (the leader) answers it.
+    pub async fn cluster_status(
+        &self,
+        addr: &str,
+    ) -> Result<raftq_proto::pb::ClusterStatusResponse, String> {
+        let channel = {
+            let mut c = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+            match &*c {
+                Some((a, ch)) if a == addr => ch.clone(),
+                _ => {
+                    let ch = self.link.channel(addr).map_err(|e| e.to_string())?;
+                    *c = Some((addr.to_string(), ch.clone()));
+                    ch
+                }
+            }
+        };
+        let mut admin = raftq_proto::pb::admin_client::AdminClient::with_interceptor(
+            channel,
+            self.link.auth.clone(),
+        );
+        let call = admin.cluster_status(raftq_proto::pb::ClusterStatusRequest {});
+        match tokio::time::timeout(LEADER_VIEW_TIMEOUT, call).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(e)) => Err(e.message().to_string()),
+            Err(_) => Err(format!("no answer in {LEADER_VIEW_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// The cluster as the leader sees it (it knows every follower's replication): asked here on
+/// the leader, of the leader by a follower; a follower that cannot reach it shows its own
+/// view, marked `stale`, with the reason.
+pub async fn cluster_view(s: &HttpState) -> Result<serde_json::Value, tonic::Status> {
+    use raftq_proto::pb::admin_server::Admin;
+    let local = s
+        .admin
+        .cluster_status(tonic::Request::new(
+            raftq_proto::pb::ClusterStatusRequest {},
+        ))
+        .await?
+        .into_inner();
+    let me = s.node.id();
+    if local.leader == 0 || local.leader == me {
+        let mut v = json::cluster_json(&local);
+        v["stale"] = serde_json::json!(local.leader == 0);
+        return Ok(v);
+    }
+    let addr = local
+        .nodes
+        .iter()
+        .find(|n| n.id == local.leader)
+        .map(|n| n.addr.clone());
+    let answer = match addr {
+        Some(a) => s.leader_link.cluster_status(&a).await,
+        None => Err("the leader is not in this node's membership".into()),
+    };
+    Ok(match answer {
+        Ok(c) if c.leader == local.leader => {
+            let mut v = json::cluster_json(&c);
+            v["stale"] = serde_json::json!(false);
+            v
+        }
+        Ok(_) => {
+            let mut v = json::cluster_json(&local);
+            v["stale"] = serde_json::json!(true);
+            v["stale_reason"] = serde_json::json!("the leader changed while asking it");
+            v
+        }
+        Err(e) => {
+            let mut v = json::cluster_json(&local);
+            v["stale"] = serde_json::json!(true);
+            v["stale_reason"] = serde_json::json!(format!(
+                "node {me}'s own view: the leader (node {}) did not answer: {e}",
+                local.leader
+            ));
+            v
+        }
+    })
+}
 
 /// Every route: the page and its login (open), then the token-checked ones.
 pub fn router(state: Shared) -> Router {

@@ -7,7 +7,7 @@
 //! `stale=true`. Errors are JSON: `{"error": "...", "field": "...", "code": "..."}`, the field
 //! named whenever one is at fault.
 
-use super::json::{cluster_json, counts_json, job_json};
+use super::json::{counts_json, job_json};
 use super::Shared;
 use crate::jobspec::{parse_duration_s, parse_line, parse_memory_mb, JobDefaults};
 use axum::body::Bytes;
@@ -16,7 +16,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use pb::admin_server::Admin;
 use pb::queue_server::Queue;
 use queue_fsm::{JobKey, KeyAction, StateName};
 use raftq_proto::pb;
@@ -584,15 +583,10 @@ async fn version() -> Response {
     json_response(json!({ "version": env!("CARGO_PKG_VERSION"), "api": "v1" }))
 }
 
-/// `GET /rest/v1/cluster`: the cluster as this node sees it (a follower knows the leader and
-/// its own indexes; the leader also knows each follower's replication).
+/// `GET /rest/v1/cluster`: the cluster as the leader sees it (a follower asks the leader;
+/// when it cannot, its own view with `"stale": true` and the reason).
 async fn cluster(State(s): State<Shared>) -> ApiResult {
-    let c = s
-        .admin
-        .cluster_status(tonic::Request::new(pb::ClusterStatusRequest {}))
-        .await?
-        .into_inner();
-    Ok(json_response(cluster_json(&c)))
+    Ok(json_response(super::cluster_view(&s).await?))
 }
 
 /// `PUT /rest/v1/queue` with `{"mode": "open" | "paused" | "draining"}`: whether runners get

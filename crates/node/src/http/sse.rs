@@ -8,7 +8,7 @@
 //! replica without a leader round trip: the event says which node answered and whether it
 //! leads, and the page marks a follower's view as possibly stale.
 
-use super::json::{cluster_json, counts_json};
+use super::json::counts_json;
 use super::metrics::{dir_bytes, Snapshot};
 use super::{HttpState, Shared};
 use axum::extract::State;
@@ -17,7 +17,6 @@ use axum::routing::get;
 use axum::Router;
 use futures::Stream;
 use openraft::async_runtime::WatchReceiver;
-use pb::admin_server::Admin;
 use pb::queue_server::Queue;
 use raftq_proto::pb;
 use serde_json::{json, Value};
@@ -41,12 +40,8 @@ pub async fn live_state(s: &HttpState) -> Value {
         Ok(r) => counts_json(r.get_ref()),
         Err(e) => json!({ "error": e.message() }),
     };
-    let cluster = match s
-        .admin
-        .cluster_status(tonic::Request::new(pb::ClusterStatusRequest {}))
-        .await
-    {
-        Ok(r) => cluster_json(r.get_ref()),
+    let cluster = match super::cluster_view(s).await {
+        Ok(v) => v,
         Err(e) => json!({ "error": e.message() }),
     };
     let view = s.node.view();

@@ -299,7 +299,7 @@ function main() {
     const head = el("div", { id: "cluster-head" });
     const table = el("table", { id: "nodes", class: "nodes" });
     view.append(el("h1", {}, "Cluster"), head, table,
-      el("p", { class: "hint" }, "A follower knows the leader and its own indexes; the leader knows every follower's replication."));
+      el("p", { class: "hint" }, "The leader's view (a follower asks the leader); it updates as the cluster changes."));
     const draw = (s) => {
       if (!s) return;
       const c = s.cluster;
@@ -307,7 +307,8 @@ function main() {
       head.replaceChildren(el("p", {},
         "leader: ", el("b", { id: "leader" }, c.leader ? "node " + c.leader : "none"),
         " · term ", el("b", { id: "term" }, c.term),
-        " · as seen by node " + c.answered_by + (s.leading ? "" : " (a follower)")));
+        " · as seen by node " + c.answered_by + (c.answered_by === c.leader ? " (the leader)" : "")),
+        ...(c.stale ? [el("p", { class: "error", id: "cluster-stale" }, "stale: " + (c.stale_reason || "no leader known"))] : []));
       const h = el("tr", {}, ["node", "address", "role", "voter", "term", "last log", "applied", "lag", "snapshot", "store errors"].map((x) => el("th", {}, x)));
       const rows = c.nodes.map((n) => el("tr", { "data-node": n.id, class: n.role === "leader" ? "leader" : "" },
         el("td", {}, n.id), el("td", {}, n.addr), el("td", { class: "role" }, n.role), el("td", {}, n.voter ? "yes" : "learner"),
