@@ -75,6 +75,12 @@ async fn metrics_count_jobs_rpcs_and_raft_on_every_node() {
     assert!(m["raftq_raft_applied_index"] >= 2.0, "{m:?}");
     assert!(m["raftq_raft_committed_index"] >= m["raftq_raft_applied_index"] - 0.5);
     assert!(m["raftq_store_bytes"] > 0.0);
+    // the proposer's entries: at least the two adds, each of one command here
+    assert!(m["raftq_proposer_batch_commands_count"] >= 2.0, "{m:?}");
+    assert!(
+        m["raftq_proposer_entry_write_seconds_count"] >= 2.0,
+        "{m:?}"
+    );
     for peer in (1..=3).filter(|p| *p != leader) {
         let lag = format!("raftq_raft_replication_lag_entries{{peer=\"{peer}\"}}");
         assert!(m.contains_key(&lag), "{lag} missing: {m:?}");

@@ -50,6 +50,7 @@ pub async fn run(
     }
     let shell = start_shell(&config, opened, link.clone())?;
     let metrics = Arc::new(Metrics::new());
+    shell.node.observe_entries(metrics.entry_observer());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = match http_listener {
         Some(l) => Some(start_http(

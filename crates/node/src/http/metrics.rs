@@ -64,6 +64,8 @@ pub struct Metrics {
     rpc_calls: Family<RpcResultLabels, Counter>,
     job_events: Family<JobEventLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
+    batch_commands: Histogram,
+    entry_write: Histogram,
     jobs: Family<StateLabels, Gauge>,
     raft_term: Gauge,
     raft_leader: Gauge,
@@ -114,6 +116,21 @@ impl Metrics {
             "http_requests",
             "Requests to this node's HTTP port, by route and status",
             http_requests.clone(),
+        );
+        // 1 .. 8192 commands
+        let batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        r.register(
+            "proposer_batch_commands",
+            "Commands in each log entry this node proposed as leader (group commit)",
+            batch_commands.clone(),
+        );
+        let entry_write = rpc_histogram();
+        r.register_with_unit(
+            "proposer_entry_write",
+            "Time from proposing an entry until its outcomes came back: replication, fsync on \
+             a majority and apply on this leader",
+            Unit::Seconds,
+            entry_write.clone(),
         );
         let jobs = Family::<StateLabels, Gauge>::default();
         r.register(
@@ -175,6 +192,8 @@ impl Metrics {
             rpc_calls,
             job_events,
             http_requests,
+            batch_commands,
+            entry_write,
             jobs,
             raft_term,
             raft_leader,
@@ -197,6 +216,15 @@ impl Metrics {
             rpc,
             start: Instant::now(),
         }
+    }
+
+    /// The proposer's observer: records each entry's size and write time.
+    pub fn entry_observer(self: &std::sync::Arc<Self>) -> crate::proposer::EntryObserver {
+        let m = self.clone();
+        std::sync::Arc::new(move |commands, took| {
+            m.batch_commands.observe(commands as f64);
+            m.entry_write.observe(took.as_secs_f64());
+        })
     }
 
     /// `n` jobs had `event` (added, reserved, archived, ...).
