@@ -290,6 +290,23 @@ impl pb::queue_server::Queue for QueueService {
             let listed = self
                 .node
                 .read("search", move |fsm| {
+                    if let Some(page) = q.page {
+                        let jobs = if q.incomplete_only && q.rep_grp.is_empty() {
+                            fsm.page_incomplete(q.state, page)?
+                        } else {
+                            fsm.page_by_rep_group(
+                                &q.rep_grp,
+                                q.how,
+                                q.state,
+                                q.incomplete_only,
+                                page,
+                            )?
+                        };
+                        return Ok(jobs
+                            .into_iter()
+                            .map(|job| queue_fsm::Listed { job, similar: 0 })
+                            .collect());
+                    }
                     if q.incomplete_only && q.rep_grp.is_empty() {
                         return fsm.incomplete(q.state, q.limit);
                     }

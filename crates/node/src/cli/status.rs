@@ -183,6 +183,8 @@ async fn list_jobs(client: &Client, a: &StatusArgs) -> anyhow::Result<Vec<pb::Jo
             // without -i and --state: what is still to do, not every job ever run
             incomplete_only: every_group && a.state.is_none(),
             stale: a.stale,
+            offset: 0,
+            page_size: 0,
         })
         .await?)
 }

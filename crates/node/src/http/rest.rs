@@ -212,13 +212,20 @@ async fn list_jobs(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
     let p = Params::check(q, LIST_PARAMS)?;
     let stale = p.bool("stale")?;
     let keys = p.keys()?;
-    let jobs = if !keys.is_empty() {
+    let offset = p.num("offset", u32::MAX as u64)?.unwrap_or(0) as usize;
+    let count = p
+        .num("count", MAX_PAGE_JOBS as u64)?
+        .map_or(MAX_PAGE_JOBS, |c| c as usize);
+    let (page, total): (Vec<pb::Job>, u64) = if !keys.is_empty() {
         let keys = keys.iter().map(JobKey::to_string).collect();
-        s.queue
+        let jobs = s
+            .queue
             .get(tonic::Request::new(pb::GetRequest { keys, stale }))
             .await?
             .into_inner()
-            .jobs
+            .jobs;
+        let total = jobs.len() as u64;
+        (jobs.into_iter().skip(offset).take(count).collect(), total)
     } else {
         let rep_grp = p.str("rep_grp").unwrap_or("").to_string();
         let every_group = rep_grp.is_empty();
@@ -228,30 +235,82 @@ async fn list_jobs(State(s): State<Shared>, Query(q): Query<HashMap<String, Stri
         } else {
             p.how()?
         };
-        s.queue
-            .search(tonic::Request::new(pb::SearchRequest {
-                rep_grp,
-                r#match: how as i32,
-                state: state.map(|st| pb::StateName::from(st) as i32),
-                limit: p.num("limit", u32::MAX as u64)?.unwrap_or(0) as u32,
-                incomplete_only: every_group && state.is_none() && !p.bool("all")?,
-                stale,
-            }))
-            .await?
-            .into_inner()
-            .jobs
+        let limit = p.num("limit", u32::MAX as u64)?.unwrap_or(0) as u32;
+        let incomplete_only = state.is_none() && !p.bool("all")?;
+        let mut req = pb::SearchRequest {
+            rep_grp: rep_grp.clone(),
+            r#match: how as i32,
+            state: state.map(|st| pb::StateName::from(st) as i32),
+            limit,
+            incomplete_only,
+            stale,
+            offset: 0,
+            page_size: 0,
+        };
+        if limit == 0 {
+            // A page, read as far as its end only; the total from the counters, so that a
+            // page of a million-job queue costs its own jobs, not the queue's.
+            req.offset = u32::try_from(offset).unwrap_or(u32::MAX);
+            req.page_size = count as u32;
+            let jobs = s
+                .queue
+                .search(tonic::Request::new(req))
+                .await?
+                .into_inner()
+                .jobs;
+            let total = matching_total(&s, &rep_grp, how, state, incomplete_only, stale).await?;
+            (jobs, total)
+        } else {
+            // wr's similar grouping needs every matching job (bounded by the node).
+            let jobs = s
+                .queue
+                .search(tonic::Request::new(req))
+                .await?
+                .into_inner()
+                .jobs;
+            let total = jobs.len() as u64;
+            (jobs.into_iter().skip(offset).take(count).collect(), total)
+        }
     };
-    let total = jobs.len();
-    let offset = p.num("offset", u32::MAX as u64)?.unwrap_or(0) as usize;
-    let count = p
-        .num("count", MAX_PAGE_JOBS as u64)?
-        .map_or(MAX_PAGE_JOBS, |c| c as usize);
-    let page: Vec<Value> = jobs.iter().skip(offset).take(count).map(job_json).collect();
-    let mut resp = json_response(Value::Array(page));
+    let mut resp = json_response(Value::Array(page.iter().map(job_json).collect()));
     if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
         resp.headers_mut().insert("x-total-count", v);
     }
     Ok(resp)
+}
+
+/// How many jobs a listing matches, from the counts per rep group and state (O(groups)).
+async fn matching_total(
+    s: &Shared,
+    rep_grp: &str,
+    how: pb::search_request::Match,
+    state: Option<StateName>,
+    incomplete_only: bool,
+    stale: bool,
+) -> Result<u64, ApiError> {
+    use pb::search_request::Match;
+    let stats = s
+        .queue
+        .stats(tonic::Request::new(pb::StatsRequest { stale }))
+        .await?
+        .into_inner();
+    let group_matches = |g: &str| match how {
+        Match::Exact => g == rep_grp,
+        Match::Prefix => g.starts_with(rep_grp),
+        Match::Substring => g.contains(rep_grp),
+    };
+    let state_counts = |name: &str| match state {
+        Some(st) => name == st.as_str(),
+        None => !(incomplete_only && name == StateName::Complete.as_str()),
+    };
+    Ok(stats
+        .rep_groups
+        .iter()
+        .filter(|(g, _)| group_matches(g))
+        .flat_map(|(_, c)| c.counts.iter())
+        .filter(|(name, _)| state_counts(name))
+        .map(|(_, n)| *n)
+        .sum())
 }
 
 /// `GET /rest/v1/jobs/KEY`: one job, with the names (not the values) of its environment.
@@ -467,6 +526,8 @@ async fn select(s: &Shared, p: &Params, action: KeyAction) -> Result<Vec<String>
             limit: 0,
             incomplete_only: true,
             stale: false,
+            offset: 0,
+            page_size: 0,
         }))
         .await?
         .into_inner()
