@@ -298,3 +298,74 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The HTTP port over TLS: a client trusting the cluster CA gets the page's answer over
+    /// HTTPS with the node's certificate; a plaintext request on the same port gets nothing.
+    #[tokio::test]
+    async fn http_port_serves_https_with_the_node_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::tls::make_ca(dir.path(), 30, false).unwrap();
+        let node = crate::tls::make_node_cert(
+            dir.path(),
+            &crate::tls::NodeCert {
+                id: 1,
+                hosts: vec!["127.0.0.1".into()],
+                days: 30,
+            },
+        )
+        .unwrap();
+        let tls = NodeTls::load(&node.cert, &node.key, &ca.cert).unwrap();
+        let acceptor = tls_acceptor(&tls).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/rest/v1/version", axum::routing::get(|| async { "v1" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, Some(acceptor), async {
+            let _ = stopped.await;
+        }));
+
+        // HTTPS, trusting the cluster CA
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&tls.ca_pem) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
+        s.write_all(b"GET /rest/v1/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("v1"), "{text}");
+
+        // plaintext on the TLS port: no HTTP answer
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"GET /rest/v1/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut out)).await;
+        assert!(!String::from_utf8_lossy(&out).contains("200 OK"));
+
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+}
