@@ -139,6 +139,24 @@ async fn web_ui_is_live_shows_jobs_kills_and_follows_the_leader() {
     assert_eq!(job.state, pb::StateName::Buried as i32);
     assert!(job.fail_reason.contains("kill"), "{}", job.fail_reason);
 
+    // the leader's scheduler started the runners, and /metrics says so per group
+    let auth = format!("Bearer {}", cluster.local.token);
+    let m = raftq_tests::http::request(
+        "GET",
+        &cluster.http_url(leader),
+        "/metrics",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await
+    .unwrap()
+    .text();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("raftq_scheduler_runners_started{group=") && !l.ends_with(" 0")),
+        "{m}"
+    );
+
     // step 5: the cluster page names the leader; after the leader is killed, the new one
     b.js("location.hash = '#/cluster'; return 1").await.unwrap();
     b.wait_text("#leader", &format!("node {leader}"), WAIT)

@@ -56,7 +56,7 @@ pub async fn run(
         Some(l) => Some(start_http(
             &config,
             l,
-            &shell.node,
+            &shell,
             &raft,
             &check,
             &metrics,
@@ -126,7 +126,7 @@ async fn bind_http(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
 fn start_http(
     config: &NodeConfig,
     listener: TcpListener,
-    node: &Arc<Node>,
+    shell: &Shell,
     raft: &RaftHandle,
     check: &CheckToken,
     metrics: &Arc<Metrics>,
@@ -135,7 +135,9 @@ fn start_http(
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let acceptor = tls.map(crate::http::tls_acceptor).transpose()?;
+    let node = &shell.node;
     let state = Arc::new(HttpState {
+        runners: shell.runners.clone(),
         node: node.clone(),
         raft: raft.clone(),
         queue: QueueService {
@@ -278,6 +280,8 @@ async fn initialise_if_first(config: &NodeConfig, raft: &RaftHandle) {
 struct Shell {
     node: Arc<Node>,
     tasks: Vec<JoinHandle<()>>,
+    /// The scheduler's runner counts (empty when it is off), for `/metrics`.
+    runners: Arc<crate::scheduler::RunnerStats>,
 }
 
 fn start_shell(config: &NodeConfig, opened: Opened, link: PeerLink) -> anyhow::Result<Shell> {
@@ -293,14 +297,23 @@ fn start_shell(config: &NodeConfig, opened: Opened, link: PeerLink) -> anyhow::R
         config.max_inflight_entries,
     ));
     let mut tasks = vec![tokio::spawn(crate::ticker::run(node.clone()))];
+    let runners = Arc::new(crate::scheduler::RunnerStats::default());
     if config.scheduler.enabled {
-        tasks.push(start_scheduler(config, node.clone())?);
+        tasks.push(start_scheduler(config, node.clone(), runners.clone())?);
     }
-    Ok(Shell { node, tasks })
+    Ok(Shell {
+        node,
+        tasks,
+        runners,
+    })
 }
 
 /// The scheduler with the local launcher (runners of this host's `raftq` executable).
-fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinHandle<()>> {
+fn start_scheduler(
+    config: &NodeConfig,
+    node: Arc<Node>,
+    stats: Arc<crate::scheduler::RunnerStats>,
+) -> anyhow::Result<JoinHandle<()>> {
     let dir = config
         .scheduler
         .runner_dir
@@ -326,6 +339,7 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
         config.scheduler.clone(),
         Arc::new(launcher),
         dir,
+        stats,
     )))
 }
 

@@ -39,6 +39,12 @@ pub struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// The scheduler group (RAM:time:cores:disk and limit groups).
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The route's pattern (`/rest/v1/jobs`), not the path asked, to bound the label set.
     pub route: String,
@@ -77,6 +83,8 @@ pub struct Metrics {
     replication_lag: Family<PeerLabels, Gauge>,
     store_bytes: Gauge,
     store_errors: Gauge,
+    runners_started: Family<GroupLabels, Gauge>,
+    runners_running: Family<GroupLabels, Gauge>,
     /// Scrapes are serialised: the scrape-time gauges are set, then encoded.
     scrape: Mutex<()>,
 }
@@ -186,7 +194,21 @@ impl Metrics {
             "store_read_errors",
             "Store errors on this node's read path since start",
         );
+        let runners_started = Family::<GroupLabels, Gauge>::default();
+        r.register(
+            "scheduler_runners_started",
+            "Runners this node's scheduler started per scheduler group since the node started",
+            runners_started.clone(),
+        );
+        let runners_running = Family::<GroupLabels, Gauge>::default();
+        r.register(
+            "scheduler_runners_running",
+            "Live runners per scheduler group at the scheduler's last round (leader only)",
+            runners_running.clone(),
+        );
         Metrics {
+            runners_started,
+            runners_running,
             registry: r,
             rpc_duration,
             rpc_calls,
@@ -272,6 +294,22 @@ impl Metrics {
                 .set(clamp(*lag));
         }
         self.store_bytes.set(clamp(now.store_bytes));
+        self.runners_started.clear();
+        for (group, n) in &now.runners.started {
+            self.runners_started
+                .get_or_create(&GroupLabels {
+                    group: group.clone(),
+                })
+                .set(clamp(*n));
+        }
+        self.runners_running.clear();
+        for (group, n) in &now.runners.running {
+            self.runners_running
+                .get_or_create(&GroupLabels {
+                    group: group.clone(),
+                })
+                .set(clamp(*n));
+        }
         self.store_errors.set(clamp(now.store_errors));
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -298,6 +336,7 @@ pub struct Snapshot {
     pub lag_by_peer: Vec<(u64, u64)>,
     pub store_bytes: u64,
     pub store_errors: u64,
+    pub runners: crate::scheduler::RunnerCounts,
 }
 
 /// One RPC being served; records its duration and result when done.

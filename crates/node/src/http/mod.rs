@@ -54,6 +54,8 @@ pub struct HttpState {
     pub queue: QueueService,
     pub admin: AdminService,
     pub metrics: Arc<Metrics>,
+    /// The scheduler's runner counts (empty when it is off or this node does not lead).
+    pub runners: Arc<crate::scheduler::RunnerStats>,
     pub check: CheckToken,
     /// A follower asks the leader for the cluster's status through it.
     pub leader_link: LeaderLink,

@@ -138,5 +138,6 @@ pub async fn metrics_snapshot(s: &HttpState) -> Snapshot {
         lag_by_peer,
         store_bytes,
         store_errors: s.node.store_health().snapshot().0,
+        runners: s.runners.snapshot(),
     }
 }
