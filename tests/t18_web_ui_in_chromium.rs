@@ -109,6 +109,10 @@ async fn web_ui_is_live_shows_jobs_kills_and_follows_the_leader() {
     b.wait_text("#job-exit-code", "7", WAIT).await.unwrap();
     b.wait_text("#job-stdout", "to-stdout", WAIT).await.unwrap();
     shot(&b, "job").await;
+    b.js("document.getElementById('job-stdout').scrollIntoView(); return 1")
+        .await
+        .unwrap();
+    shot(&b, "job-output").await;
     b.js("location.hash = '#/jobs'; return 1").await.unwrap();
     b.wait_js(
         "return document.querySelectorAll('#jobs tbody tr').length >= 1",
