@@ -178,11 +178,28 @@ pub fn router(state: Shared) -> Router {
         .merge(ui::routes())
         .merge(auth::routes())
         .merge(checked)
+        .fallback(no_route)
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::limits::MAX_QUEUE_MESSAGE_BYTES,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
+}
+
+/// A path no route serves: 404 with the way to the API's index.
+async fn no_route(uri: axum::http::Uri) -> Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({
+            "error": format!(
+                "no route {}: the API is under /rest/v1 (jobs, jobs/KEY, jobs/kill, jobs/retry, \
+                 info, version, cluster, queue), the page at /, metrics at /metrics",
+                uri.path()
+            ),
+        })),
+    )
+        .into_response()
 }
 
 /// Counts every request by route and status (`raftq_http_requests_total`).
