@@ -16,7 +16,7 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 # Debian's python3 (a pyenv python3 on PATH has no Debian packages)
 /usr/bin/python3 -c 'import grpc' 2>/dev/null || need+=(python3-grpcio)
 /usr/bin/python3 -c 'import google.protobuf' 2>/dev/null || need+=(python3-protobuf)
-# tests/t18: the web UI in a real browser, Debian's headless Chromium driven by chromedriver
+# tests/t19: the web UI in a real browser, Debian's headless Chromium driven by chromedriver
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then

@@ -4,18 +4,21 @@
 //! by rep group and state; info, version, the cluster (the leader's view, through the
 //! follower) and the queue's mode.
 
-use raftq_tests::http::{request, HttpResponse};
+use raftq_tests::http::{request_with, HttpResponse};
 use raftq_tests::*;
 use std::time::Duration;
 
 struct Api {
     url: String,
     auth: String,
+    /// The cluster CA, when the cluster has TLS (its HTTP port is then HTTPS).
+    ca: Option<Vec<u8>>,
 }
 
 impl Api {
     async fn call(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
-        request(
+        request_with(
+            self.ca.as_deref(),
             method,
             &self.url,
             path,
@@ -51,14 +54,19 @@ async fn rest_api_adds_lists_and_removes_through_any_node() {
     let api = Api {
         url: cluster.http_url(follower),
         auth: format!("Bearer {}", cluster.local.token),
+        ca: cluster.local.ca_pem.clone(),
     };
 
     // step 1: no token, or a wrong one: 401 with the way out, for REST and metrics alike
     for path in ["/rest/v1/jobs", "/rest/v1/info", "/metrics", "/events"] {
-        let r = request("GET", &api.url, path, &[], None).await.unwrap();
+        let ca = api.ca.as_deref();
+        let r = request_with(ca, "GET", &api.url, path, &[], None)
+            .await
+            .unwrap();
         assert_eq!(r.status, 401, "{path}: {}", r.text());
         assert!(r.text().contains("Authorization: Bearer"), "{}", r.text());
-        let r = request(
+        let r = request_with(
+            ca,
             "GET",
             &api.url,
             path,

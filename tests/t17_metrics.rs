@@ -1,8 +1,9 @@
-//! `/metrics` on real nodes: Prometheus text behind the token; jobs by state, the jobs each
-//! node's Queue service moved, per-RPC latency histograms, and Raft's view (term, leader,
-//! indexes, replication lag per peer on the leader) agreeing across nodes.
+//! `/metrics` on real nodes, over HTTPS (a TLS cluster: the HTTP port serves the node's
+//! certificate): Prometheus text behind the token; jobs by state, the jobs each node's Queue
+//! service moved, per-RPC latency histograms, the proposer's entries, and Raft's view (term,
+//! leader, indexes, replication lag per peer on the leader) agreeing across nodes.
 
-use raftq_tests::http::request;
+use raftq_tests::http::request_with;
 use raftq_tests::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,16 +20,10 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 }
 
 async fn scrape(cluster: &Cluster, id: u64) -> BTreeMap<String, f64> {
-    let auth = format!("Bearer {}", cluster.local.token);
-    let r = request(
-        "GET",
-        &cluster.http_url(id),
-        "/metrics",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .await
-    .expect("scrape");
+    let r = cluster
+        .http("GET", id, "/metrics", None)
+        .await
+        .expect("scrape");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.headers["content-type"].starts_with("application/openmetrics-text"),
@@ -42,15 +37,21 @@ async fn scrape(cluster: &Cluster, id: u64) -> BTreeMap<String, f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_jobs_rpcs_and_raft_on_every_node() {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_tls(3, "");
     let leader = cluster.leader(Duration::from_secs(30)).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
 
     // step 1: no token: refused
-    let r = request("GET", &cluster.http_url(leader), "/metrics", &[], None)
+    assert!(cluster.http_url(leader).starts_with("https://"));
+    let ca = cluster.local.ca_pem.as_deref();
+    let r = request_with(ca, "GET", &cluster.http_url(leader), "/metrics", &[], None)
         .await
         .unwrap();
     assert_eq!(r.status, 401);
+    // plaintext to the TLS port gets no HTTP answer
+    let plain = cluster.http_url(leader).replace("https://", "http://");
+    let r = raftq_tests::http::request("GET", &plain, "/metrics", &[], None).await;
+    assert!(r.is_err() || r.is_ok_and(|r| r.status != 200));
 
     // step 2: 40 jobs added through the leader's gRPC port, 3 through the follower's
     let on_leader = cluster.client_of(leader);

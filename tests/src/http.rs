@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for the tests of the node's HTTP port and for WebDriver: one
-//! request per connection (`Connection: close`), plaintext, bodies read to the end (fixed
-//! length or chunked). Enough for JSON APIs on loopback; not a general client.
+//! request per connection (`Connection: close`), plaintext or HTTPS trusting a given CA (a
+//! TLS cluster's), bodies read to the end (fixed length or chunked). Enough for JSON APIs on
+//! loopback; not a general client.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,26 +40,70 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<HttpResponse> {
-    tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        request_once(method, base_url, path, headers, body),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("{method} {base_url}{path}: no response in {REQUEST_TIMEOUT:?}"))?
+    request_with(None, method, base_url, path, headers, body).await
 }
 
-async fn request_once(
+/// As [`request`], and for an `https://` base URL, TLS trusting the CA `ca_pem` (PEM).
+pub async fn request_with(
+    ca_pem: Option<&[u8]>,
     method: &str,
     base_url: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> anyhow::Result<HttpResponse> {
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        request_once(ca_pem, method, base_url, path, headers, body),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("{method} {base_url}{path}: no response in {REQUEST_TIMEOUT:?}"))?
+}
+
+/// A byte stream to the server: plaintext or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn connect(ca_pem: Option<&[u8]>, base_url: &str) -> anyhow::Result<(Box<dyn Io>, String)> {
+    if let Some(host) = base_url.strip_prefix("http://") {
+        let host = host.trim_end_matches('/').to_string();
+        return Ok((Box::new(TcpStream::connect(&host).await?), host));
+    }
     let host = base_url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("{base_url}: only http:// URLs"))?
-        .trim_end_matches('/');
-    let mut stream = TcpStream::connect(host).await?;
+        .strip_prefix("https://")
+        .ok_or_else(|| anyhow::anyhow!("{base_url}: an http:// or https:// URL"))?
+        .trim_end_matches('/')
+        .to_string();
+    let ca = ca_pem.ok_or_else(|| anyhow::anyhow!("{base_url}: HTTPS needs the cluster CA"))?;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca) {
+        roots.add(c?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())?;
+    let tcp = TcpStream::connect(&host).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    Ok((Box::new(tls), host))
+}
+
+async fn request_once(
+    ca_pem: Option<&[u8]>,
+    method: &str,
+    base_url: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> anyhow::Result<HttpResponse> {
+    let (mut stream, host) = connect(ca_pem, base_url).await?;
     let body = body.unwrap_or_default();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -73,7 +118,12 @@ async fn request_once(
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = stream.read(&mut buf).await?;
+        // A TLS server may close without close_notify once it has answered.
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if complete(&raw) || e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             break;
         }

@@ -105,6 +105,30 @@ impl Cluster {
         self.local.http_urls()[i].clone()
     }
 
+    /// `METHOD path` on node `id`'s HTTP port with the cluster token (HTTPS trusting the
+    /// cluster CA when TLS is on), and `body` as JSON.
+    pub async fn http(
+        &self,
+        method: &str,
+        id: u64,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<http::HttpResponse> {
+        let auth = format!("Bearer {}", self.local.token);
+        http::request_with(
+            self.local.ca_pem.as_deref(),
+            method,
+            &self.http_url(id),
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.map(str::as_bytes),
+        )
+        .await
+    }
+
     /// A client of every node.
     pub fn client(&self) -> Client {
         Client::new(self.addrs(), self.local.client_config()).expect("client")

@@ -60,6 +60,9 @@ impl Browser {
         .map_err(|e| anyhow::anyhow!("chromedriver did not become ready: {e}"))?;
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
+            // A TLS cluster's certificates come from its own CA, which this fresh browser
+            // profile does not trust.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",

@@ -1,7 +1,8 @@
 //! The web UI in a real browser (Debian's headless Chromium through chromedriver): log in with
 //! the token; counts change live after an add, with no reload; a failed job's page shows its
 //! stderr; a running job killed from the page (with its confirmation) ends buried; the cluster
-//! page names the leader, and the new one after the leader is killed.
+//! page names the leader, and the new one after the leader is killed. Over HTTPS (a TLS
+//! cluster; the browser accepts the cluster CA's certificates).
 //!
 //! With `RAFTQ_SCREENSHOTS=DIR`, each page is saved as a PNG in DIR (docs/images/ holds the
 //! ones of the operator guide).
@@ -34,7 +35,8 @@ fn spec(cmd: &str, rep_grp: &str) -> pb::JobSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_ui_is_live_shows_jobs_kills_and_follows_the_leader() {
     let runners = Registry::new();
-    let mut cluster = Cluster::start_with(
+    // TLS: the page is served over HTTPS with the node's certificate.
+    let mut cluster = Cluster::start_tls(
         3,
         &runners.settings("ttr_s = 4\nmax_cores = 2\nidle_exit_s = 30\n"),
     );
@@ -144,17 +146,11 @@ async fn web_ui_is_live_shows_jobs_kills_and_follows_the_leader() {
     assert!(job.fail_reason.contains("kill"), "{}", job.fail_reason);
 
     // the leader's scheduler started the runners, and /metrics says so per group
-    let auth = format!("Bearer {}", cluster.local.token);
-    let m = raftq_tests::http::request(
-        "GET",
-        &cluster.http_url(leader),
-        "/metrics",
-        &[("Authorization", &auth)],
-        None,
-    )
-    .await
-    .unwrap()
-    .text();
+    let m = cluster
+        .http("GET", leader, "/metrics", None)
+        .await
+        .unwrap()
+        .text();
     assert!(
         m.lines()
             .any(|l| l.starts_with("raftq_scheduler_runners_started{group=") && !l.ends_with(" 0")),
