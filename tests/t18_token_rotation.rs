@@ -173,6 +173,27 @@ async fn the_token_is_rotated_and_retired_while_a_runner_works() {
     denied(limited.add(add("by a runner")).await.map(|r| r.added));
     denied(limited.kill(&[]).await);
     denied(limited.kick(&[]).await);
+    // ... and on the HTTP port it reads, and nothing else
+    let url = cluster.local.http_urls()[0].clone();
+    let ca = cluster.local.ca_pem.clone();
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let http = |method: &'static str, path: &'static str| {
+        let (url, ca, auth) = (url.clone(), ca.clone(), auth);
+        async move {
+            raftq_tests::http::request_with(ca.as_deref(), method, &url, path, &auth, None)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(http("GET", "/rest/v1/info").await.status, 200);
+    let r = http("DELETE", "/rest/v1/jobs?state=ready").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("runner token may only read"),
+        "{}",
+        r.text()
+    );
     let log = std::fs::File::create(cluster.dir.path().join("runner-only.log")).unwrap();
     let mut runner = cluster
         .raftq()

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
+pub mod http;
+pub mod webdriver;
+
 pub use raftq_client;
 pub use raftq_local;
 pub use raftq_proto;
@@ -98,6 +101,41 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.local.node(id).expect("node id").addr.clone()
+    }
+
+    /// The base URL of node `id`'s HTTP port (web UI, REST, /metrics).
+    pub fn http_url(&self, id: u64) -> String {
+        let i = self
+            .local
+            .nodes
+            .iter()
+            .position(|n| n.id == id)
+            .expect("node id");
+        self.local.http_urls()[i].clone()
+    }
+
+    /// `METHOD path` on node `id`'s HTTP port with the cluster token (HTTPS trusting the
+    /// cluster CA when TLS is on), and `body` as JSON.
+    pub async fn http(
+        &self,
+        method: &str,
+        id: u64,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<http::HttpResponse> {
+        let auth = format!("Bearer {}", self.local.token);
+        http::request_with(
+            self.local.ca_pem.as_deref(),
+            method,
+            &self.http_url(id),
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.map(str::as_bytes),
+        )
+        .await
     }
 
     /// A client of every node.

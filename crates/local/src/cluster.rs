@@ -56,6 +56,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 pub struct LocalNode {
     pub id: u64,
     pub addr: String,
+    /// host:port of its web UI, REST API and /metrics (`--http`): a free loopback port.
+    pub http_addr: String,
     pub data_dir: PathBuf,
     /// Started without `--peers`: it waits to be added (`raftq cluster add-node`).
     pub joins: bool,
@@ -177,12 +179,18 @@ impl LocalCluster {
     ) -> Result<LocalCluster, LaunchError> {
         let token_path = dir.join("token");
         let token = raftq_client::auth::ensure_token_file(&token_path)?;
+        let http_addrs = (0..addrs.len())
+            .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io("finding a free port for the HTTP port"))?;
         let nodes: Vec<LocalNode> = addrs
             .into_iter()
+            .zip(http_addrs)
             .enumerate()
-            .map(|(i, addr)| LocalNode {
+            .map(|(i, (addr, http_addr))| LocalNode {
                 id: i as u64 + 1,
                 addr,
+                http_addr,
                 data_dir: dir.join(format!("node-{}", i + 1)),
                 joins: false,
                 args: Vec::new(),
@@ -309,9 +317,11 @@ impl LocalCluster {
     pub fn add_joiner(&mut self) -> Result<u64, LaunchError> {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
         let port = free_port().map_err(io("finding a free port"))?;
+        let http_port = free_port().map_err(io("finding a free port"))?;
         self.nodes.push(LocalNode {
             id,
             addr: format!("127.0.0.1:{port}"),
+            http_addr: format!("127.0.0.1:{http_port}"),
             data_dir: self.dir.join(format!("node-{id}")),
             joins: true,
             args: Vec::new(),
@@ -380,6 +390,8 @@ impl LocalCluster {
             .arg(id.to_string())
             .arg("--listen")
             .arg(&n.addr)
+            .arg("--http")
+            .arg(&n.http_addr)
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(&tls_args)
@@ -495,6 +507,19 @@ impl LocalCluster {
         for n in &mut self.nodes {
             n.child = None;
         }
+    }
+
+    /// The base URL of each node's HTTP port (https when TLS is on), in node order.
+    pub fn http_urls(&self) -> Vec<String> {
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        self.nodes
+            .iter()
+            .map(|n| format!("{scheme}://{}", n.http_addr))
+            .collect()
     }
 
     pub fn addrs(&self) -> Vec<String> {

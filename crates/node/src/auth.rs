@@ -62,6 +62,18 @@ impl CheckToken {
             }
         })
     }
+
+    /// The role of the token `header` (an `Authorization` value, `Bearer TOKEN`) carries, if
+    /// it is accepted: the HTTP port's check, in the same constant time as the gRPC one.
+    pub fn role_of_header(&self, header: &[u8]) -> Option<Role> {
+        self.role_of(header)
+    }
+
+    /// The role of `token` (bare, as the web page's login form or cookie holds it), if it is
+    /// accepted.
+    pub fn role_of_token(&self, token: &str) -> Option<Role> {
+        self.role_of(bearer(token).as_bytes())
+    }
 }
 
 /// PERMISSION_DENIED unless the request came with a full token (not a runner token): for

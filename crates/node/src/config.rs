@@ -46,7 +46,8 @@ pub struct NodeConfig {
     pub id: u64,
     /// host:port for gRPC (clients, runners and the other managers).
     pub listen: String,
-    /// host:port for the web UI and /metrics (reserved; not served yet).
+    /// host:port for the web UI, the REST API and /metrics (HTTPS with the node's certificate
+    /// when TLS is on); None: no HTTP port.
     pub http: Option<String>,
     /// Where the log, the state machine and snapshots live.
     pub data_dir: PathBuf,
@@ -312,6 +313,11 @@ impl NodeConfig {
             let Some(field) = k.strip_prefix("RAFTQ_").map(str::to_lowercase) else {
                 continue;
             };
+            // RAFTQ_HTTP is the clients' list of web addresses (raftq.env), not this field
+            // (whose variable is RAFTQ_HTTP_LISTEN, read by the command line)
+            if field == "http" {
+                continue;
+            }
             let Some(current) = table.get(&field) else {
                 continue;
             };

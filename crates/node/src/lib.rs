@@ -1,7 +1,8 @@
 //! # raftq-node: the manager process
 //!
 //! A manager holds a replica of the queue (`queue-fsm` on `raft-store`), takes part in Raft
-//! (openraft), and serves the Queue, Admin and Raft gRPC services. Any node accepts any
+//! (openraft), and serves the Queue, Admin and Raft gRPC services, and on its HTTP port a web page, a REST
+//! API and Prometheus metrics. Any node accepts any
 //! request: writes go to the leader's proposer (forwarded by a follower), reads are
 //! linearizable through a read index unless the caller accepts stale ones.
 //!
@@ -14,6 +15,7 @@
 //! - [`ticker`]: leader-only `RenewLeases` after election and `Tick` at each deadline.
 //! - [`raft_net`]: openraft's network over gRPC, both sides.
 //! - [`queue_service`], [`admin_service`]: the gRPC services.
+//! - [`http`]: the HTTP port: web UI, REST API, server-sent events, `/metrics`.
 //! - [`jobspec`]: wr's job lines (plain or JSON) into `JobSpec`s, as `raftq add` reads them.
 //! - [`auth`]: the cluster token on the node's side: checking calls, creating the file.
 //! - [`tls`]: the cluster CA and node certificates (`raftq cert`), a peer's node id.
@@ -28,6 +30,7 @@ pub mod admin_service;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod jobspec;
 pub mod limits;
 pub mod node;

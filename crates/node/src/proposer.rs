@@ -125,9 +125,14 @@ struct Pending {
     reply: oneshot::Sender<Result<Outcome, ProposeError>>,
 }
 
+/// Told of every entry the proposer wrote: its commands, and the time from proposing it until
+/// its outcomes came back (replication, fsync on a majority, apply here). `/metrics` sets one.
+pub type EntryObserver = Arc<dyn Fn(usize, std::time::Duration) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
+    observer: Arc<std::sync::OnceLock<EntryObserver>>,
 }
 
 impl Proposer {
@@ -140,8 +145,14 @@ impl Proposer {
     ) -> Proposer {
         let (tx, rx) = mpsc::channel(PROPOSER_QUEUE);
         let batcher = Batcher::new(max_batch, max_inflight);
-        tokio::spawn(run(consensus, clock, rx, batcher));
-        Proposer { tx }
+        let observer = Arc::new(std::sync::OnceLock::new());
+        tokio::spawn(run(consensus, clock, rx, batcher, observer.clone()));
+        Proposer { tx, observer }
+    }
+
+    /// Sets the observer of written entries (once; later calls are ignored).
+    pub fn observe_entries(&self, f: EntryObserver) {
+        let _ = self.observer.set(f);
     }
 
     /// Proposes one command and waits for its outcome.
@@ -161,6 +172,7 @@ async fn run(
     clock: Arc<dyn Clock>,
     mut rx: mpsc::Receiver<Pending>,
     mut batcher: Batcher<Pending>,
+    observer: Arc<std::sync::OnceLock<EntryObserver>>,
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     let mut open = true;
@@ -189,10 +201,15 @@ async fn run(
             };
             let write = consensus.write(proposal);
             let done = done_tx.clone();
+            let observer = observer.get().cloned();
+            let start = std::time::Instant::now();
             tokio::spawn(async move {
                 let result = write.await;
                 let _ = done.send(());
                 let n = replies.len();
+                if let Some(f) = observer {
+                    f(n, start.elapsed());
+                }
                 for (reply, r) in replies.into_iter().zip(outcomes_for(n, result)) {
                     let _ = reply.send(r);
                 }

@@ -1,13 +1,16 @@
 //! Starting and stopping a manager node: open the stores, start Raft, initialise a new
-//! cluster (once, from the lowest id in `peers`), serve gRPC until shutdown.
+//! cluster (once, from the lowest id in `peers`), serve gRPC (and HTTP) until shutdown.
 //!
 //! [`run`] is the steps in order: `check_config`, `bind`, `load_token`, `load_tls`, `open_raft`,
-//! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `serve`, and the shutdown.
+//! `initialise_if_first`, `start_shell` (node, ticker, scheduler), `start_http` (the web UI,
+//! REST and metrics, when `http` is set), `serve`, and the shutdown.
 
 use crate::admin_service::AdminService;
 use crate::auth::{CheckPeer, CheckToken, Membership, MembershipOf};
 use crate::clock::WallClock;
 use crate::config::NodeConfig;
+use crate::http::metrics::Metrics;
+use crate::http::HttpState;
 use crate::limits::{MAX_QUEUE_MESSAGE_BYTES, MAX_RAFT_MESSAGE_BYTES};
 use crate::node::{AppliedWatches, Node, RaftConsensus, Replica};
 use crate::queue_service::QueueService;
@@ -33,6 +36,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let raft_config = check_config(&config)?;
     let listener = bind(&config).await?;
+    let http_listener = bind_http(&config).await?;
     let (auth, check) = load_token(&config)?;
     let tls = load_tls(&config)?;
     let link = PeerLink {
@@ -44,14 +48,44 @@ pub async fn run(
     if opened.fresh {
         initialise_if_first(&config, &raft).await;
     }
-    let mut shell = start_shell(&config, opened, link)?;
+    let mut shell = start_shell(&config, opened, link.clone())?;
     shell.tasks.push(tokio::spawn(follow_token_file(
         config.token_path(),
         auth.clone(),
         check.clone(),
     )));
+    let metrics = Arc::new(Metrics::new());
+    shell.node.observe_entries(metrics.entry_observer());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = match http_listener {
+        Some(l) => Some(start_http(
+            &config,
+            l,
+            &shell,
+            &raft,
+            &check,
+            &metrics,
+            &link,
+            tls.as_ref(),
+            http_stopped,
+        )?),
+        None => None,
+    };
     tracing::info!(id = config.id, listen = %config.listen, tls = tls.is_some(), "node serving");
-    let result = serve(listener, &shell.node, &raft, check, tls.as_ref(), shutdown).await;
+    let result = serve(
+        listener,
+        &shell.node,
+        &raft,
+        check,
+        metrics,
+        tls.as_ref(),
+        shutdown,
+    )
+    .await;
+    let _ = stop_http.send(());
+    if let Some(t) = http_task {
+        t.abort();
+    }
     tracing::info!(id = config.id, "stopping");
     for task in shell.tasks {
         task.abort();
@@ -79,6 +113,65 @@ async fn bind(config: &NodeConfig) -> anyhow::Result<TcpListener> {
             config.listen
         )
     })
+}
+
+/// The HTTP port's listener, when `http` is set.
+async fn bind_http(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = &config.http else {
+        return Ok(None);
+    };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .with_context(|| format!("http: cannot listen on {addr} (is another node using it?)"))
+}
+
+/// Serves the HTTP port (web UI, REST, events, metrics) until `stopped` resolves.
+#[allow(clippy::too_many_arguments)]
+fn start_http(
+    config: &NodeConfig,
+    listener: TcpListener,
+    shell: &Shell,
+    raft: &RaftHandle,
+    check: &CheckToken,
+    metrics: &Arc<Metrics>,
+    link: &PeerLink,
+    tls: Option<&NodeTls>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let acceptor = tls.map(crate::http::tls_acceptor).transpose()?;
+    let node = &shell.node;
+    let state = Arc::new(HttpState {
+        runners: shell.runners.clone(),
+        node: node.clone(),
+        raft: raft.clone(),
+        queue: QueueService {
+            node: node.clone(),
+            metrics: metrics.clone(),
+        },
+        admin: AdminService {
+            node: node.clone(),
+            raft: raft.clone(),
+        },
+        metrics: metrics.clone(),
+        check: check.clone(),
+        leader_link: crate::http::LeaderLink::new(link.clone()),
+        tls: acceptor.is_some(),
+        data_dir: config.data_dir.clone(),
+    });
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(id = config.id, url = %format!("{scheme}://{addr}"), "web UI, REST and /metrics serving");
+    let app = crate::http::router(state);
+    Ok(tokio::spawn(async move {
+        crate::http::serve(listener, app, acceptor, async {
+            let _ = stopped.await;
+        })
+        .await
+    }))
 }
 
 /// The cluster token (created on first start): what this node sends (the file's first
@@ -258,6 +351,8 @@ async fn initialise_if_first(config: &NodeConfig, raft: &RaftHandle) {
 struct Shell {
     node: Arc<Node>,
     tasks: Vec<JoinHandle<()>>,
+    /// The scheduler's runner counts (empty when it is off), for `/metrics`.
+    runners: Arc<crate::scheduler::RunnerStats>,
 }
 
 fn start_shell(config: &NodeConfig, opened: Opened, link: PeerLink) -> anyhow::Result<Shell> {
@@ -273,14 +368,23 @@ fn start_shell(config: &NodeConfig, opened: Opened, link: PeerLink) -> anyhow::R
         config.max_inflight_entries,
     ));
     let mut tasks = vec![tokio::spawn(crate::ticker::run(node.clone()))];
+    let runners = Arc::new(crate::scheduler::RunnerStats::default());
     if config.scheduler.enabled {
-        tasks.push(start_scheduler(config, node.clone())?);
+        tasks.push(start_scheduler(config, node.clone(), runners.clone())?);
     }
-    Ok(Shell { node, tasks })
+    Ok(Shell {
+        node,
+        tasks,
+        runners,
+    })
 }
 
 /// The scheduler with the local launcher (runners of this host's `raftq` executable).
-fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinHandle<()>> {
+fn start_scheduler(
+    config: &NodeConfig,
+    node: Arc<Node>,
+    stats: Arc<crate::scheduler::RunnerStats>,
+) -> anyhow::Result<JoinHandle<()>> {
     let dir = config
         .scheduler
         .runner_dir
@@ -313,6 +417,7 @@ fn start_scheduler(config: &NodeConfig, node: Arc<Node>) -> anyhow::Result<JoinH
         config.scheduler.clone(),
         Arc::new(launcher),
         dir,
+        stats,
     )))
 }
 
@@ -323,6 +428,7 @@ async fn serve(
     node: &Arc<Node>,
     raft: &RaftHandle,
     check: CheckToken,
+    metrics: Arc<Metrics>,
     tls: Option<&NodeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -334,9 +440,12 @@ async fn serve(
     let check_peer = CheckPeer::new(check.clone(), tls.map(|_| membership_of(raft)));
     server
         .add_service(InterceptedService::new(
-            pb::queue_server::QueueServer::new(QueueService { node: node.clone() })
-                .max_decoding_message_size(MAX_QUEUE_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_QUEUE_MESSAGE_BYTES),
+            pb::queue_server::QueueServer::new(QueueService {
+                node: node.clone(),
+                metrics,
+            })
+            .max_decoding_message_size(MAX_QUEUE_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_QUEUE_MESSAGE_BYTES),
             check.clone(),
         ))
         .add_service(InterceptedService::new(

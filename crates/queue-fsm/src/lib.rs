@@ -79,7 +79,7 @@ pub use job::{
     Reservation, RunInfo, RunReport, StateName, Trigger,
 };
 pub use learn::{SchedGroup, SchedGroupError};
-pub use query::{Listed, Match};
+pub use query::{Listed, Match, Page};
 pub use store::{MemStore, Space, Store, StoreError, StoreRead};
 #[cfg(feature = "rocksdb")]
 pub use store::{RocksOptions, RocksStore};

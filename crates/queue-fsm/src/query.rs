@@ -26,6 +26,13 @@ pub struct Listed {
     pub similar: u64,
 }
 
+/// Which jobs of a listing to return: skip `offset` matching jobs, then at most `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub offset: usize,
+    pub count: usize,
+}
+
 /// Counts per state.
 pub type StateCounts = BTreeMap<StateName, u64>;
 
@@ -186,6 +193,116 @@ impl<S: Store> Fsm<S> {
             }
         }
         Ok(limit_similar(jobs, limit))
+    }
+
+    /// A page of the jobs of the matching rep groups (in one state, or not complete, when
+    /// asked), in [`Fsm::by_rep_group`]'s order. Reads the jobs up to the page's end only.
+    pub fn page_by_rep_group(
+        &self,
+        pattern: &str,
+        how: Match,
+        state: Option<StateName>,
+        incomplete_only: bool,
+        page: Page,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        let mut skip = page.offset;
+        for g in self.rep_groups(pattern, how)? {
+            for r in self.store.scan(Space::ByRep, &keys::name_prefix(&g), b"") {
+                if out.len() >= page.count {
+                    return Ok(out);
+                }
+                let key = keys::decode_job_key(&r?.1)?;
+                let Some(j) = self.get_job(&key)? else {
+                    continue;
+                };
+                if state.is_some_and(|s| j.state.name() != s)
+                    || (incomplete_only && j.is_complete())
+                {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A page of the jobs in `state`, in [`Fsm::by_state`]'s order. Skipped entries of an
+    /// index that holds only that state are counted without reading their jobs.
+    pub fn page_by_state(&self, state: StateName, page: Page) -> Result<Vec<Job>, StoreError> {
+        let (space, prefix): (Space, Vec<u8>) = if crate::ctx::state_indexed(state) {
+            (Space::ByState, vec![state.code()])
+        } else if state == StateName::Ready {
+            (Space::Ready, Vec::new())
+        } else {
+            (Space::Timers, Vec::new())
+        };
+        let exact = space != Space::Timers;
+        let mut out = Vec::new();
+        let mut skip = page.offset;
+        for r in self.store.scan(space, &prefix, b"") {
+            if out.len() >= page.count {
+                break;
+            }
+            let (k, v) = r?;
+            if exact && skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            let key = if space == Space::Timers {
+                keys::decode_timer(&k)?.1
+            } else {
+                keys::decode_job_key(&v)?
+            };
+            let Some(j) = self.get_job(&key)? else {
+                continue;
+            };
+            if j.state.name() != state {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            out.push(j);
+        }
+        Ok(out)
+    }
+
+    /// A page of the jobs that are not complete (optionally in one state), in
+    /// [`Fsm::incomplete`]'s order; whole states before the page are skipped by their counts.
+    pub fn page_incomplete(
+        &self,
+        state: Option<StateName>,
+        page: Page,
+    ) -> Result<Vec<Job>, StoreError> {
+        let totals = self.stats()?;
+        let mut out = Vec::new();
+        let mut skip = page.offset;
+        for s in StateName::ALL {
+            if s == StateName::Complete || state.is_some_and(|w| w != s) {
+                continue;
+            }
+            if out.len() >= page.count {
+                break;
+            }
+            let n = totals.get(&s).copied().unwrap_or(0) as usize;
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            let want = Page {
+                offset: skip,
+                count: page.count - out.len(),
+            };
+            out.extend(self.page_by_state(s, want)?);
+            skip = 0;
+        }
+        Ok(out)
     }
 
     /// Every job that is not complete, optionally in one state.

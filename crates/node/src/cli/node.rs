@@ -17,8 +17,10 @@ pub(super) struct NodeArgs {
     /// HOST:PORT to serve gRPC on.
     #[arg(long, env = "RAFTQ_LISTEN")]
     listen: Option<String>,
-    /// HOST:PORT reserved for the web UI and metrics.
-    #[arg(long, env = "RAFTQ_HTTP")]
+    /// HOST:PORT to serve the web UI, the REST API and /metrics on (HTTPS when the node has
+    /// TLS). RAFTQ_HTTP_LISTEN, not RAFTQ_HTTP: that one is the clients' list of base URLs
+    /// (raftq.env).
+    #[arg(long, env = "RAFTQ_HTTP_LISTEN")]
     http: Option<String>,
     /// Data directory.
     #[arg(long, env = "RAFTQ_DATA_DIR")]

@@ -91,6 +91,8 @@ async fn keys_in_group(
             limit: 0,
             incomplete_only: true,
             stale: false,
+            offset: 0,
+            page_size: 0,
         })
         .await?;
     let want = action.key_action().states();

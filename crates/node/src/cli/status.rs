@@ -6,6 +6,7 @@ use super::{ClusterArg, RepGroupArg};
 use clap::{Args, ValueEnum};
 use queue_fsm::{JobKey, StateName};
 use raftq_client::Client;
+use raftq_node::http::json::{job_json, state_name};
 use raftq_proto::pb;
 use std::collections::{BTreeMap, HashMap};
 
@@ -182,6 +183,8 @@ async fn list_jobs(client: &Client, a: &StatusArgs) -> anyhow::Result<Vec<pb::Jo
             // without -i and --state: what is still to do, not every job ever run
             incomplete_only: every_group && a.state.is_none(),
             stale: a.stale,
+            offset: 0,
+            page_size: 0,
         })
         .await?)
 }
@@ -244,12 +247,6 @@ fn state_parts(states: &BTreeMap<String, u64>) -> Vec<String> {
         .filter(|s| states.get(*s).is_some_and(|n| *n > 0))
         .map(|s| format!("{s} {}", states[s]))
         .collect()
-}
-
-fn state_name(j: &pb::Job) -> String {
-    pb::StateName::try_from(j.state)
-        .map(|s| s.as_str_name().to_lowercase())
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn exit_code(j: &pb::Job) -> Option<i32> {
@@ -345,41 +342,6 @@ fn print_job(j: &pb::Job) {
 fn tail(text: &str, n: usize) -> Vec<&str> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
-}
-
-/// A job as JSON, with wr's field names where wr has one.
-fn job_json(j: &pb::Job) -> serde_json::Value {
-    let spec = j.spec.clone().unwrap_or_default();
-    let run = j.last_run.clone().unwrap_or_default();
-    let eff = j.effective.clone().unwrap_or_default();
-    serde_json::json!({
-        "key": j.key,
-        "cmd": spec.cmd,
-        "cwd": spec.cwd,
-        "rep_grp": spec.rep_grp,
-        "req_grp": spec.req_grp,
-        "state": state_name(j),
-        "attempts": j.attempts,
-        "similar": j.similar,
-        "host": j.host,
-        "pid": j.pid,
-        "exited": run.exited,
-        "exit_code": run.exit_code,
-        "fail_reason": j.fail_reason,
-        "peak_ram_mb": run.peak_ram_mb,
-        "peak_disk_mb": run.peak_disk_mb,
-        "cpu_ms": run.cpu_ms,
-        "wall_ms": run.wall_ms,
-        "actual_cwd": run.actual_cwd,
-        "stdout": run.stdout,
-        "stderr": run.stderr,
-        "requirements": {
-            "ram_mb": eff.ram_mb,
-            "time_s": eff.time_s,
-            "cores": eff.cores_milli as f64 / 1000.0,
-            "disk_gb": eff.disk_gb,
-        },
-    })
 }
 
 #[cfg(test)]
@@ -488,33 +450,6 @@ mod tests {
             line.ends_with("\tburied\t1\tcommand exited non-zero\tfalse"),
             "{line}"
         );
-    }
-
-    #[test]
-    fn job_json_carries_usage_output_and_requirements() {
-        let mut j = job(
-            pb::StateName::Buried,
-            "make",
-            Some(pb::RunReport {
-                exited: true,
-                exit_code: 2,
-                peak_ram_mb: 300,
-                stderr: "no rule".into(),
-                ..Default::default()
-            }),
-        );
-        j.effective = Some(pb::Requirements {
-            ram_mb: 512,
-            cores_milli: 1500,
-            ..Default::default()
-        });
-        let v = job_json(&j);
-        assert_eq!(v["state"], "buried");
-        assert_eq!(v["exit_code"], 2);
-        assert_eq!(v["peak_ram_mb"], 300);
-        assert_eq!(v["stderr"], "no rule");
-        assert_eq!(v["requirements"]["ram_mb"], 512);
-        assert_eq!(v["requirements"]["cores"], 1.5);
     }
 
     #[test]

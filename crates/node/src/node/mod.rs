@@ -161,6 +161,11 @@ impl Node {
         self.replica.read(what, f).await
     }
 
+    /// Tells `f` of every log entry this node's proposer writes (see [`EntryObserver`]).
+    pub fn observe_entries(&self, f: crate::proposer::EntryObserver) {
+        self.proposer.observe_entries(f);
+    }
+
     /// Proposes a command here (this node must lead); the ticker's way in.
     pub async fn propose(&self, req: Request) -> Result<Outcome, ProposeError> {
         self.proposer.propose(req).await

@@ -80,6 +80,7 @@ async fn unavailable_carries_the_leaders_address_when_known() {
     let fake = FakeConsensus::new();
     let svc = QueueService {
         node: fake.node(100, 2),
+        metrics: Default::default(),
     };
     // no leader: UNAVAILABLE, no address to give
     fake.follow(1, None);

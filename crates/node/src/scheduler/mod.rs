@@ -49,9 +49,9 @@ pub use registry::{
 
 use crate::node::Node;
 use registry::live_and_ended;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Settings of the local scheduler.
@@ -131,6 +131,45 @@ fn host_ram_mb() -> u64 {
     raftq_runner::exec::host_memory_kb().map_or(1024, |(total_kb, _)| total_kb / 1024)
 }
 
+/// What the scheduler did, for `/metrics`: runners it started per scheduler group since this
+/// node started, and those live at its last round as leader (empty while it does not lead).
+#[derive(Default)]
+pub struct RunnerStats {
+    counts: Mutex<RunnerCounts>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunnerCounts {
+    pub started: BTreeMap<String, u64>,
+    pub running: BTreeMap<String, u64>,
+}
+
+impl RunnerStats {
+    pub fn snapshot(&self) -> RunnerCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_running(&self, running: BTreeMap<String, u64>) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running = running;
+    }
+
+    fn started(&self, group: &str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .started
+            .entry(group.to_string())
+            .or_default() += 1;
+    }
+}
+
 /// Rounds start at most this often, however often jobs become ready: a burst of applied
 /// entries cannot turn the loop into a busy one.
 const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(50);
@@ -140,7 +179,13 @@ const MAX_ROUND_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BURIES_PER_ROUND: usize = 1000;
 
 /// The leader-only loop; returns when the node's Raft stops.
-pub async fn run(node: Arc<Node>, cfg: SchedulerConfig, launcher: Arc<dyn Launcher>, dir: PathBuf) {
+pub async fn run(
+    node: Arc<Node>,
+    cfg: SchedulerConfig,
+    launcher: Arc<dyn Launcher>,
+    dir: PathBuf,
+    stats: Arc<RunnerStats>,
+) {
     let budget = Budget {
         cores_milli: cfg.max_cores.unwrap_or_else(host_cores) as u64 * 1000,
         ram_mb: cfg.max_ram_mb.unwrap_or_else(|| host_ram_mb() * 9 / 10),
@@ -178,19 +223,23 @@ pub async fn run(node: Arc<Node>, cfg: SchedulerConfig, launcher: Arc<dyn Launch
                         backoffs.ended(&group, lived, idle_exit, now);
                     }
                 }
+                stats.set_running(running.clone());
                 let p = plan(&q, &running, budget, &backoffs.held_off(now));
                 if p.yielding != yielding && !p.yielding.is_empty() {
                     tracing::info!(groups = ?p.yielding, "idle runners of these groups make way for a group that waits");
                 }
                 yielding = p.yielding.clone();
                 node.set_yielding(p.yielding);
-                start_runners(&p.start, &dir, launcher.as_ref());
+                start_runners(&p.start, &dir, launcher.as_ref(), &stats);
                 drop(lock);
                 bury_never_fit(&node, &p.never_fit, budget).await;
             }
-        } else if !yielding.is_empty() {
-            yielding.clear();
-            node.set_yielding(BTreeSet::new());
+        } else {
+            stats.set_running(BTreeMap::new());
+            if !yielding.is_empty() {
+                yielding.clear();
+                node.set_yielding(BTreeSet::new());
+            }
         }
         tokio::time::sleep_until(round_start + MIN_ROUND_INTERVAL).await;
         tokio::select! {
@@ -202,15 +251,23 @@ pub async fn run(node: Arc<Node>, cfg: SchedulerConfig, launcher: Arc<dyn Launch
 }
 
 /// Starts the runners of a plan, and registers each.
-fn start_runners(start: &[(String, Needs)], dir: &Path, launcher: &dyn Launcher) {
+fn start_runners(
+    start: &[(String, Needs)],
+    dir: &Path,
+    launcher: &dyn Launcher,
+    stats: &RunnerStats,
+) {
     for (group, needs) in start {
         match launcher.start(group, *needs) {
-            Ok(id) => match register(dir, id, group) {
-                Ok(()) => tracing::info!(group = %group, id, "started a runner"),
-                Err(e) => {
-                    tracing::warn!(group = %group, id, error = %e, "started a runner but cannot register it")
+            Ok(id) => {
+                stats.started(group);
+                match register(dir, id, group) {
+                    Ok(()) => tracing::info!(group = %group, id, "started a runner"),
+                    Err(e) => {
+                        tracing::warn!(group = %group, id, error = %e, "started a runner but cannot register it")
+                    }
                 }
-            },
+            }
             Err(e) => tracing::warn!(group = %group, error = %e, "cannot start a runner"),
         }
     }

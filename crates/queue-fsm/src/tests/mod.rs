@@ -5,6 +5,7 @@ mod deps;
 mod determinism;
 mod key_actions;
 mod learning;
+mod paging;
 mod transitions;
 
 use crate::*;
