@@ -41,12 +41,22 @@ pub async fn run(
     };
     let opened = open_raft(&config, raft_config, link.clone()).await?;
     let raft = opened.raft.clone();
+    let inbox = opened.inbox.clone();
     if opened.fresh {
         initialise_if_first(&config, &raft).await;
     }
     let shell = start_shell(&config, opened, link)?;
     tracing::info!(id = config.id, listen = %config.listen, tls = tls.is_some(), "node serving");
-    let result = serve(listener, &shell.node, &raft, check, tls.as_ref(), shutdown).await;
+    let result = serve(
+        listener,
+        &shell.node,
+        &raft,
+        inbox,
+        check,
+        tls.as_ref(),
+        shutdown,
+    )
+    .await;
     tracing::info!(id = config.id, "stopping");
     for task in shell.tasks {
         task.abort();
@@ -116,6 +126,8 @@ struct Opened {
     raft: RaftHandle,
     fsm: SharedFsm,
     watches: AppliedWatches,
+    /// Where the Raft service stages the snapshots it receives.
+    inbox: raft_store::SnapshotInbox,
     /// The log was empty: this node never was part of a cluster.
     fresh: bool,
 }
@@ -150,6 +162,7 @@ async fn open_raft(
         }
     }));
     let fsm = sm.fsm();
+    let inbox = sm.snapshot_inbox();
     let fresh = {
         use openraft::storage::RaftLogStorage;
         let st = log.get_log_state().await?;
@@ -163,6 +176,7 @@ async fn open_raft(
         raft,
         fsm,
         watches: AppliedWatches { ready, applied },
+        inbox,
         fresh,
     })
 }
@@ -244,6 +258,7 @@ async fn serve(
     listener: TcpListener,
     node: &Arc<Node>,
     raft: &RaftHandle,
+    inbox: raft_store::SnapshotInbox,
     check: CheckToken,
     tls: Option<&NodeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -272,6 +287,7 @@ async fn serve(
             pb::raft_server::RaftServer::new(RaftService {
                 node: node.clone(),
                 raft: raft.clone(),
+                inbox,
             })
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
