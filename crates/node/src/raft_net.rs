@@ -197,7 +197,7 @@ fn target_of(target: u64) -> String {
 
 /// The file's bytes as `SNAPSHOT_CHUNK_BYTES` pieces, one read at a time. A read error ends the
 /// stream early (logged), which the receiver refuses as a truncated snapshot.
-fn file_chunks(
+pub(crate) fn file_chunks(
     file: tokio::fs::File,
     to: String,
 ) -> impl futures::Stream<Item = pb::SnapshotChunk> + Send + 'static {

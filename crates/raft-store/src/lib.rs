@@ -16,6 +16,8 @@
 //! in bounded batches.
 //!
 //! ## Layout
+//! - [`backup`]: online backup (a snapshot of one applied index) and the seeding of a new
+//!   cluster's first node from one.
 //! - [`durable`]: directories and files made so that they survive a power loss.
 //! - [`types`]: the openraft type configuration and what a log entry carries ([`Proposal`]).
 //! - [`log_store`]: `RaftLogStorage` + `RaftLogReader`.
@@ -27,11 +29,13 @@
 
 /// Durable file writes (the `raftq-durable` crate, shared with the token file's writer).
 pub use raftq_durable as durable;
+pub mod backup;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
+pub use backup::BackupSource;
 pub use log_store::LogStore;
 pub use snapshot::SnapshotData;
 pub use state_machine::{EffectsHook, SharedFsm, SnapshotInbox, StateMachine};

@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-const KEY_APPLIED: &[u8] = b"raft/applied";
-const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
+pub(crate) const KEY_APPLIED: &[u8] = b"raft/applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"raft/membership";
 
 /// The state machine, shared between openraft's apply worker and the node's read path.
 pub type SharedFsm = Arc<Mutex<Fsm<RocksStore>>>;
@@ -53,9 +53,9 @@ pub type SharedFsm = Arc<Mutex<Fsm<RocksStore>>>;
 pub type EffectsHook = Arc<dyn Fn(&Effects) + Send + Sync>;
 
 pub struct StateMachine {
-    fsm: SharedFsm,
-    snapshot_file: SnapshotFile,
-    on_effects: Option<EffectsHook>,
+    pub(crate) fsm: SharedFsm,
+    pub(crate) snapshot_file: SnapshotFile,
+    pub(crate) on_effects: Option<EffectsHook>,
 }
 
 /// Locks the state machine; a poisoned lock means an apply panicked half way, and the replica
@@ -65,12 +65,12 @@ pub fn lock(fsm: &SharedFsm) -> io::Result<MutexGuard<'_, Fsm<RocksStore>>> {
         .map_err(|_| io_err("state machine", "lock poisoned by an earlier panic"))
 }
 
-fn store_err(e: queue_fsm::StoreError) -> io::Error {
+pub(crate) fn store_err(e: queue_fsm::StoreError) -> io::Error {
     io_err("state machine store", e)
 }
 
 /// (applied log id, membership) as stored in the state machine.
-fn read_applied(store: &dyn StoreRead) -> io::Result<(Option<LogId>, StoredMembership)> {
+pub(crate) fn read_applied(store: &dyn StoreRead) -> io::Result<(Option<LogId>, StoredMembership)> {
     let applied = match store.get(Space::Meta, KEY_APPLIED).map_err(store_err)? {
         Some(b) => decode("applied log id", &b)?,
         None => None,
@@ -296,29 +296,8 @@ impl Drop for SnapshotBuilder {
 /// Streams the checkpoint at `checkpoint` into a staged snapshot file, then commits it. Returns
 /// the snapshot (a handle on the file written, which stays readable if a newer one is kept).
 fn build_from_checkpoint(checkpoint: &Path, file: &SnapshotFile) -> io::Result<Snapshot> {
-    let store = RocksStore::open_read_only(checkpoint).map_err(store_err)?;
-    if store
-        .get(Space::Meta, queue_fsm::snapshot::IMPORT_MARKER)
-        .map_err(store_err)?
-        .is_some()
-    {
-        return Err(io_err(
-            "snapshot build",
-            "the state machine is a cut-short install; it is installed again at start-up",
-        ));
-    }
-    let (applied, membership) = read_applied(&store)?;
-    let meta = SnapshotMeta {
-        last_log_id: applied,
-        last_membership: membership,
-    };
     let staged = file.staging_path("build", "tmp");
-    let mut w = snapshot::Writer::new(snapshot::create(&staged)?, &meta)?;
-    for chunk in queue_fsm::snapshot::export(&store, DEFAULT_CHUNK_BYTES) {
-        w.chunk(&chunk.map_err(store_err)?)?;
-    }
-    let (_, summary) = w.finish()?;
-    drop(store);
+    let (meta, summary) = stream_checkpoint(checkpoint, &staged)?;
     let mut data = SnapshotData::open(&staged)?;
     // A newer snapshot installed since the checkpoint stays (see the module docs); openraft
     // drops a built snapshot older than the one it has.
@@ -335,6 +314,36 @@ fn build_from_checkpoint(checkpoint: &Path, file: &SnapshotFile) -> io::Result<S
         meta,
         snapshot: data,
     })
+}
+
+/// Writes the state in the checkpoint at `checkpoint` to the new snapshot file `staged`, in
+/// chunks; the meta is the checkpoint's own applied log id and membership.
+pub(crate) fn stream_checkpoint(
+    checkpoint: &Path,
+    staged: &Path,
+) -> io::Result<(SnapshotMeta, snapshot::Summary)> {
+    let store = RocksStore::open_read_only(checkpoint).map_err(store_err)?;
+    if store
+        .get(Space::Meta, queue_fsm::snapshot::IMPORT_MARKER)
+        .map_err(store_err)?
+        .is_some()
+    {
+        return Err(io_err(
+            "snapshot build",
+            "the state machine is a cut-short install; it is installed again at start-up",
+        ));
+    }
+    let (applied, membership) = read_applied(&store)?;
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+    };
+    let mut w = snapshot::Writer::new(snapshot::create(staged)?, &meta)?;
+    for chunk in queue_fsm::snapshot::export(&store, DEFAULT_CHUNK_BYTES) {
+        w.chunk(&chunk.map_err(store_err)?)?;
+    }
+    let (_, summary) = w.finish()?;
+    Ok((meta, summary))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -372,7 +381,11 @@ impl StateMachine {
     /// Installs the snapshot `data` (meta `meta`): checks the whole file first, so that a
     /// corrupt or truncated one is refused with the old state untouched; makes it the
     /// snapshot file; then streams it into the store (see `Fsm::import_streamed`).
-    fn install_blocking(&self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
+    pub(crate) fn install_blocking(
+        &self,
+        meta: &SnapshotMeta,
+        data: SnapshotData,
+    ) -> io::Result<()> {
         // openraft installs only a snapshot newer than what this node has committed; one older
         // than the snapshot file would need log entries that may be purged already. Refuse it
         // loudly rather than go back.
