@@ -223,8 +223,17 @@ impl<R: Read> Reader<R> {
         if len > MAX_FRAME_BYTES {
             return Err(self.corrupt(format!("frame of {len} bytes")));
         }
-        let mut frame = vec![0u8; len as usize];
-        self.take(&mut frame)?;
+        // Grown as the bytes arrive, so a damaged length costs no more memory than the bytes
+        // that are really there.
+        let mut frame = Vec::new();
+        (&mut self.input)
+            .take(u64::from(len))
+            .read_to_end(&mut frame)?;
+        if frame.len() < len as usize {
+            return Err(SnapshotError::Truncated(self.at + frame.len() as u64));
+        }
+        self.hasher.update(&frame);
+        self.at += frame.len() as u64;
         let chunk: Chunk =
             postcard::from_bytes(&frame).map_err(|e| self.corrupt(format!("chunk: {e}")))?;
         self.entries += chunk.entries.len() as u64;

@@ -291,6 +291,16 @@ fn a_bad_snapshot_is_refused_and_the_old_state_kept() {
             ),
             ("empty", Box::new(|b: &mut Vec<u8>| b.clear()), "truncated"),
             (
+                "a frame length far past the end",
+                Box::new(|b: &mut Vec<u8>| {
+                    // magic, format, meta length, meta: then the first frame's length
+                    let meta_len = u32::from_be_bytes(b[12..16].try_into().unwrap()) as usize;
+                    let at = 16 + meta_len;
+                    b[at..at + 4].copy_from_slice(&(200u32 << 20).to_be_bytes());
+                }),
+                "truncated",
+            ),
+            (
                 "extra bytes",
                 Box::new(|b: &mut Vec<u8>| b.extend_from_slice(b"more")),
                 "after the checksum trailer",
