@@ -36,11 +36,10 @@ PLANTS = {
     ),
     "snapshot-no-fsync": (
         "crates/raft-store/src/state_machine.rs",
-        'crate::durable::replace_file(&self.path(), &encode("snapshot", &record)?, 0o644)?;',
-        "{\n            // PLANTED: written and renamed with no fsync of the file or its directory\n"
-        "            let (path, tmp) = (self.path(), self.path().with_extension(\"planted\"));\n"
-        '            std::fs::write(&tmp, encode("snapshot", &record)?)?;\n'
-        "            std::fs::rename(&tmp, &path)?;\n        }",
+        "crate::durable::install_file(staged, &self.path())?;",
+        "// PLANTED: the staged snapshot renamed into place with no fsync of the file or its\n"
+        "        // directory\n"
+        "        std::fs::rename(staged, self.path())?;",
         "crashes",
         "--nodes 3 --workload queue --nemesis power --time-limit 60 --seed 11 --snapshot-every 150",
     ),

@@ -54,22 +54,35 @@ impl Cluster {
     }
 
     fn start_as(n: u64, extra_config: &str, tls: bool) -> Cluster {
+        let mut cluster = Cluster::prepare(n, extra_config);
+        if !tls {
+            cluster.local.use_plaintext();
+        }
+        cluster.local.start_all().expect("start nodes");
+        cluster
+    }
+
+    /// A cluster of `n` nodes with their ports and directories chosen, none started yet
+    /// (`local.start_all()` starts them), e.g. to restore a backup into node 1's data
+    /// directory first.
+    pub fn prepare(n: u64, extra_config: &str) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("raftq-e2e-")
             .tempdir()
             .expect("temp dir");
-        let mut local = LocalCluster::on_free_ports(
+        let local = LocalCluster::on_free_ports(
             raftq_bin(),
             dir.path(),
             n,
             &format!("{TEST_CONFIG}{extra_config}"),
         )
         .expect("free ports");
-        if !tls {
-            local.use_plaintext();
-        }
-        local.start_all().expect("start nodes");
         Cluster { dir, local }
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.local.node(id).expect("node id").data_dir.clone()
     }
 
     /// A `raftq` command (add the subcommand) pointed at this cluster: its addresses, token

@@ -577,6 +577,20 @@ impl Client {
     }
 
     /// State digest of one node.
+    /// A backup of node `node`'s state (see the Admin service's `Backup`): the stream of its
+    /// pieces. No deadline: a backup of a big queue takes as long as it takes to send.
+    pub async fn backup_of(
+        &self,
+        node: usize,
+    ) -> Result<tonic::Streaming<pb::BackupChunk>, Status> {
+        let ch = self
+            .channel(node)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut c = AdminClient::with_interceptor(ch, self.auth.clone())
+            .max_decoding_message_size(raftq_proto::limits::MAX_QUEUE_MESSAGE_BYTES);
+        Ok(c.backup(pb::BackupRequest {}).await?.into_inner())
+    }
+
     pub async fn digest_of(&self, node: usize) -> Result<pb::DigestResponse, Status> {
         let ch = self
             .channel(node)

@@ -42,6 +42,18 @@ fn make_dirs(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Puts the file `staged`, written by the caller (e.g. streamed, too large to hold in memory),
+/// in place of `path`, durably: `staged` is fsynced, renamed over `path`, then the directory
+/// fsynced. `staged` must be in `path`'s directory (a rename does not cross file systems).
+pub fn install_file(staged: &Path, path: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(staged)?
+        .sync_all()?;
+    std::fs::rename(staged, path)?;
+    sync_dir(parent_of(path))
+}
+
 /// Replaces `path` with `data`, all or nothing, durably: a temporary file beside it, written
 /// and fsynced, renamed over `path`, then the directory fsynced. `mode` sets the new file's
 /// permission bits (e.g. 0o600 for a secret).
@@ -80,6 +92,21 @@ mod tests {
         create_dir_all(&d).unwrap();
         std::fs::write(t.path().join("file"), b"x").unwrap();
         assert!(create_dir_all(&t.path().join("file")).is_err());
+    }
+
+    #[test]
+    fn install_file_moves_the_staged_file_over_the_target() {
+        let t = tempfile::TempDir::new().unwrap();
+        let (staged, p) = (t.path().join("big.tmp"), t.path().join("big"));
+        std::fs::write(&p, b"old").unwrap();
+        std::fs::write(&staged, b"new").unwrap();
+        install_file(&staged, &p).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(!staged.exists());
+        assert!(
+            install_file(&staged, &p).is_err(),
+            "a missing staged file is an error"
+        );
     }
 
     #[test]

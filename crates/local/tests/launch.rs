@@ -52,9 +52,11 @@ async fn start_passes_identity_settings_peers_and_extra_args() {
     let log = log_of(&c, 2).await;
     assert!(log.contains("node --config "), "{log}");
     assert!(
-        log.contains(" --id 2 --listen 127.0.0.1:2 --data-dir "),
+        log.contains(" --id 2 --listen 127.0.0.1:2 --http 127.0.0.1:"),
         "{log}"
     );
+    assert!(log.contains(" --data-dir "), "{log}");
+    assert!(log.contains(" --tls-cert-file="), "TLS by default: {log}");
     assert!(
         log.contains("--power-loss-sim --peers 1=127.0.0.1:1,2=127.0.0.1:2"),
         "{log}"

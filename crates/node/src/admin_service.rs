@@ -2,6 +2,7 @@
 
 use crate::node::Node;
 use crate::raft_net::RaftHandle;
+use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -11,10 +12,16 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Membership and status are openraft's business: the service holds the Raft handle for them,
-/// and the node for routing hints, reads of the replica and its store health.
+/// and the node for routing hints, reads of the replica and its store health. Clones share
+/// the one-backup-at-a-time permit (the gRPC service and the HTTP port's use of it).
+#[derive(Clone)]
 pub struct AdminService {
     pub node: Arc<Node>,
     pub raft: RaftHandle,
+    /// Where backups are taken from.
+    pub backup: raft_store::BackupSource,
+    /// One backup at a time (each holds a checkpoint and a file of the state's size).
+    pub backups: Arc<tokio::sync::Semaphore>,
 }
 
 fn role(s: ServerState) -> &'static str {
@@ -246,14 +253,59 @@ impl pb::admin_server::Admin for AdminService {
             .borrow_watched()
             .last_applied
             .map_or(0, |l| l.index);
-        let digest = self
+        let (digest, queue_digest) = self
             .node
-            .read("digest", |fsm| fsm.digest())
+            .read("digest", |fsm| Ok((fsm.digest()?, fsm.queue_digest()?)))
             .await
             .map_err(|e| Status::internal(format!("digest: {e}")))?;
         Ok(Response::new(pb::DigestResponse {
             digest,
             applied_index: applied,
+            queue_digest,
         }))
+    }
+
+    type BackupStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send + 'static>,
+    >;
+
+    async fn backup(
+        &self,
+        _request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let permit = self.backups.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("a backup is already running on this node; try again")
+        })?;
+        let source = self.backup.clone();
+        let (data, summary) = tokio::task::spawn_blocking(move || source.write())
+            .await
+            .map_err(|e| Status::internal(format!("backup task: {e}")))?
+            .map_err(|e| Status::internal(format!("writing the backup: {e}")))?;
+        let applied_index = summary.meta.last_log_id.map_or(0, |l| l.index);
+        tracing::info!(
+            applied_index,
+            bytes = summary.bytes,
+            entries = summary.entries,
+            "backup written; streaming it"
+        );
+        let file = data
+            .into_file()
+            .map_err(|e| Status::internal(format!("reading the backup: {e}")))?;
+        let pieces =
+            crate::raft_net::file_chunks(tokio::fs::File::from_std(file), "for a backup".into());
+        let total_bytes = summary.bytes;
+        // The stream holds the permit: the next backup may start when this one is dropped
+        // (sent, or the client went away). A read error ends it early; the client finds the
+        // file short of its trailer and says so.
+        let stream = futures::StreamExt::enumerate(pieces).map(move |(i, piece)| {
+            let _held = &permit;
+            let first = i == 0;
+            Ok(pb::BackupChunk {
+                data: piece.data,
+                total_bytes: if first { total_bytes } else { 0 },
+                applied_index: if first { applied_index } else { 0 },
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -1,6 +1,8 @@
 //! Raft traffic between managers over gRPC: the client side (openraft's `RaftNetworkV2`) and
 //! the server side (the `Raft` service). openraft's messages travel serde-encoded (postcard) in
-//! `bytes` fields; snapshots are client-streamed in chunks.
+//! `bytes` fields; snapshots are client-streamed in chunks read from the snapshot file, and
+//! written to a staged file on the receiving side, which checks it whole before openraft
+//! installs it: neither side holds a snapshot in memory.
 
 use crate::limits::{MAX_RAFT_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use futures::StreamExt;
@@ -13,6 +15,7 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RaftNetworkV2};
 use raft_store::types::{Snapshot, SnapshotData, SnapshotMeta, Vote};
+use raft_store::SnapshotInbox;
 use raft_store::TypeConfig;
 use raftq_client::AuthChannel;
 use raftq_proto::pb;
@@ -161,17 +164,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let head = enc(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let data = snapshot.snapshot;
-        let mut chunks = vec![pb::SnapshotChunk { data: head }];
-        chunks.extend(
-            data.chunks(SNAPSHOT_CHUNK_BYTES)
-                .map(|c| pb::SnapshotChunk { data: c.to_vec() }),
+        let file = snapshot
+            .snapshot
+            .into_file()
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let chunks = futures::stream::once(async move { pb::SnapshotChunk { data: head } }).chain(
+            file_chunks(tokio::fs::File::from_std(file), target_of(self.target)),
         );
         let mut client = self.client()?;
         let target = self.target;
         let send = async move {
             let reply = client
-                .snapshot(futures::stream::iter(chunks))
+                .snapshot(chunks)
                 .await
                 .map_err(|s| status_to_rpc(target, s))?;
             let r: Result<SnapshotResponse<TypeConfig>, String> = dec(&reply.into_inner().data)
@@ -187,11 +191,76 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
+fn target_of(target: u64) -> String {
+    format!("to node {target}")
+}
+
+/// The file's bytes as `SNAPSHOT_CHUNK_BYTES` pieces, one read at a time. A read error ends the
+/// stream early (logged), which the receiver refuses as a truncated snapshot.
+pub(crate) fn file_chunks(
+    file: tokio::fs::File,
+    to: String,
+) -> impl futures::Stream<Item = pb::SnapshotChunk> + Send + 'static {
+    futures::stream::unfold(Some(file), move |file| {
+        let to = to.clone();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut file = file?;
+            let mut data = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            let mut filled = 0;
+            // Fills the piece whole (reads may return less), so pieces have one size.
+            while filled < data.len() {
+                match file.read(&mut data[filled..]).await {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the snapshot file {to}");
+                        return None;
+                    }
+                }
+            }
+            if filled == 0 {
+                return None;
+            }
+            data.truncate(filled);
+            Some((pb::SnapshotChunk { data }, Some(file)))
+        }
+    })
+}
+
 /// The server side of the Raft service: hands incoming messages to the local Raft, and runs
 /// what followers forward to this node as leader (through the node shell).
 pub struct RaftService {
     pub node: std::sync::Arc<crate::node::Node>,
     pub raft: RaftHandle,
+    /// Where received snapshots are staged.
+    pub inbox: SnapshotInbox,
+}
+
+/// Writes the snapshot pieces of `stream` to `path`, then checks the file whole. The stream's
+/// error (the sender gave up) and a bad file are the caller's to report.
+async fn receive_snapshot(
+    stream: &mut Streaming<pb::SnapshotChunk>,
+    path: &std::path::Path,
+) -> Result<SnapshotData, Status> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| Status::internal(format!("staging a received snapshot: {e}"));
+    let file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES, file);
+    while let Some(chunk) = stream.next().await {
+        out.write_all(&chunk?.data).await.map_err(io)?;
+    }
+    out.flush().await.map_err(io)?;
+    drop(out);
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let data = SnapshotData::open(&path)?;
+        data.verify()?;
+        Ok::<_, std::io::Error>(data)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("checking a received snapshot: {e}")))?
+    .map_err(|e| Status::data_loss(format!("received snapshot refused: {e}")))
 }
 
 fn bad_request(e: postcard::Error) -> Status {
@@ -232,21 +301,30 @@ impl pb::raft_server::Raft for RaftService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let (vote, meta): (Vote, SnapshotMeta) = dec(&head.data).map_err(bad_request)?;
-        let mut data = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            data.extend_from_slice(&chunk?.data);
+        let path = self.inbox.staging_path();
+        let received = receive_snapshot(&mut stream, &path).await;
+        let r = match received {
+            Ok(data) => Ok(self
+                .raft
+                .install_full_snapshot(
+                    vote,
+                    Snapshot {
+                        meta,
+                        snapshot: data,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())),
+            Err(status) => Err(status),
+        };
+        // Installed, the file was moved into place; otherwise it goes.
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged snapshot")
+            }
+            _ => {}
         }
-        let r = self
-            .raft
-            .install_full_snapshot(
-                vote,
-                Snapshot {
-                    meta,
-                    snapshot: data,
-                },
-            )
-            .await
-            .map_err(|e| e.to_string());
+        let r = r?;
         reply(&r)
     }
 

@@ -45,6 +45,8 @@ pub async fn run(
     };
     let opened = open_raft(&config, raft_config, link.clone()).await?;
     let raft = opened.raft.clone();
+    let inbox = opened.inbox.clone();
+    let backup = opened.backup.clone();
     if opened.fresh {
         initialise_if_first(&config, &raft).await;
     }
@@ -56,6 +58,12 @@ pub async fn run(
     )));
     let metrics = Arc::new(Metrics::new());
     shell.node.observe_entries(metrics.entry_observer());
+    let admin = AdminService {
+        node: shell.node.clone(),
+        raft: raft.clone(),
+        backup,
+        backups: Arc::new(tokio::sync::Semaphore::new(1)),
+    };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http_task = match http_listener {
         Some(l) => Some(start_http(
@@ -63,6 +71,7 @@ pub async fn run(
             l,
             &shell,
             &raft,
+            &admin,
             &check,
             &metrics,
             &link,
@@ -76,8 +85,12 @@ pub async fn run(
         listener,
         &shell.node,
         &raft,
+        Parts {
+            inbox,
+            admin,
+            metrics,
+        },
         check,
-        metrics,
         tls.as_ref(),
         shutdown,
     )
@@ -133,6 +146,7 @@ fn start_http(
     listener: TcpListener,
     shell: &Shell,
     raft: &RaftHandle,
+    admin: &AdminService,
     check: &CheckToken,
     metrics: &Arc<Metrics>,
     link: &PeerLink,
@@ -149,10 +163,7 @@ fn start_http(
             node: node.clone(),
             metrics: metrics.clone(),
         },
-        admin: AdminService {
-            node: node.clone(),
-            raft: raft.clone(),
-        },
+        admin: admin.clone(),
         metrics: metrics.clone(),
         check: check.clone(),
         leader_link: crate::http::LeaderLink::new(link.clone()),
@@ -280,6 +291,10 @@ struct Opened {
     raft: RaftHandle,
     fsm: SharedFsm,
     watches: AppliedWatches,
+    /// Where the Raft service stages the snapshots it receives.
+    inbox: raft_store::SnapshotInbox,
+    /// Where the Admin service takes backups from.
+    backup: raft_store::BackupSource,
     /// The log was empty: this node never was part of a cluster.
     fresh: bool,
 }
@@ -305,6 +320,7 @@ async fn open_raft(
                     config.data_dir.display()
                 )
             })?;
+    seed_if_restored(config, &mut log, &mut sm).await?;
     let (ready_tx, ready) = watch::channel(0u64);
     let (applied_tx, applied) = watch::channel(0u64);
     sm.set_effects_hook(Arc::new(move |effects: &queue_fsm::Effects| {
@@ -314,6 +330,8 @@ async fn open_raft(
         }
     }));
     let fsm = sm.fsm();
+    let inbox = sm.snapshot_inbox();
+    let backup = sm.backup_source();
     let fresh = {
         use openraft::storage::RaftLogStorage;
         let st = log.get_log_state().await?;
@@ -327,8 +345,55 @@ async fn open_raft(
         raft,
         fsm,
         watches: AppliedWatches { ready, applied },
+        inbox,
+        backup,
         fresh,
     })
+}
+
+/// A data directory made by `raftq restore` holds a checked backup: at the node's first start
+/// its stores are seeded from it, with the members of `--peers` as the new cluster's (see
+/// `raft_store::backup`), and the backup file is removed. A crash after the seed and before
+/// the removal leaves used stores and the file: the file is then only removed.
+async fn seed_if_restored(
+    config: &NodeConfig,
+    log: &mut raft_store::LogStore,
+    sm: &mut raft_store::StateMachine,
+) -> anyhow::Result<()> {
+    let seed = config.data_dir.join(raft_store::backup::SEED_FILE);
+    if !seed.exists() {
+        return Ok(());
+    }
+    if raft_store::backup::is_pristine(log, sm).await? {
+        if !config.peers.contains_key(&config.id) {
+            anyhow::bail!(
+                "{} was restored from a backup: start it with --peers naming the new cluster's \
+                 nodes, this one (id {}) included",
+                config.data_dir.display(),
+                config.id
+            );
+        }
+        let members: BTreeMap<u64, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        let (summary, digest) =
+            raft_store::backup::seed_from_backup(log, sm, &seed, config.id, members)
+                .await
+                .with_context(|| format!("cannot seed from the backup {}", seed.display()))?;
+        tracing::info!(
+            entries = summary.entries,
+            old_applied_index = summary.meta.last_log_id.map_or(0, |l| l.index),
+            queue_digest = %digest,
+            "seeded from the restored backup"
+        );
+    }
+    std::fs::remove_file(&seed).with_context(|| format!("cannot remove {}", seed.display()))?;
+    if let Some(dir) = seed.parent() {
+        raft_store::durable::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// A new cluster is initialised once, by the lowest id of `peers`.
@@ -423,12 +488,24 @@ fn start_scheduler(
 
 /// Serves the Queue, Admin and Raft services (each checking the token) until `shutdown`, over
 /// TLS when `tls` is given.
+/// What `serve` puts behind the gRPC port besides the node: the snapshot inbox (peer
+/// service), the Admin service, and the metrics the Queue service records.
+struct Parts {
+    inbox: raft_store::SnapshotInbox,
+    admin: AdminService,
+    metrics: Arc<Metrics>,
+}
+
 async fn serve(
     listener: TcpListener,
     node: &Arc<Node>,
     raft: &RaftHandle,
+    Parts {
+        inbox,
+        admin,
+        metrics,
+    }: Parts,
     check: CheckToken,
-    metrics: Arc<Metrics>,
     tls: Option<&NodeTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -449,16 +526,14 @@ async fn serve(
             check.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::admin_server::AdminServer::new(AdminService {
-                node: node.clone(),
-                raft: raft.clone(),
-            }),
+            pb::admin_server::AdminServer::new(admin),
             check.clone(),
         ))
         .add_service(InterceptedService::new(
             pb::raft_server::RaftServer::new(RaftService {
                 node: node.clone(),
                 raft: raft.clone(),
+                inbox,
             })
             .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),

@@ -9,26 +9,36 @@
 //!   membership) in one atomic batch, so a restart resumes exactly after the last applied
 //!   entry; openraft re-applies the rest from the log.
 //!
-//! Snapshots are the state machine's export (bounded key/value chunks), taken while apply is
-//! held off so that they match the applied log id stored beside them, kept in
-//! `snapshots/current` and shipped whole to lagging followers.
+//! Snapshots are streamed, never held whole: a RocksDB checkpoint of the state machine (taken
+//! between two applies, so it carries the applied log id it matches) is iterated in bounded
+//! chunks into a file with a digest trailer ([`snapshot`]), kept as `snapshots/current`, sent
+//! to lagging followers piece by piece from that file, checked whole on arrival and imported
+//! in bounded batches.
 //!
 //! ## Layout
+//! - [`backup`]: online backup (a snapshot of one applied index) and the seeding of a new
+//!   cluster's first node from one.
 //! - [`durable`]: directories and files made so that they survive a power loss.
 //! - [`types`]: the openraft type configuration and what a log entry carries ([`Proposal`]).
 //! - [`log_store`]: `RaftLogStorage` + `RaftLogReader`.
+//! - [`snapshot`]: the snapshot file format (header, chunk frames, digest trailer): writer,
+//!   reader, check.
 //! - [`state_machine`]: `RaftStateMachine` + `RaftSnapshotBuilder`.
 //!
 //! Queue rules live in `queue-fsm`; nothing here looks inside a command.
 
 /// Durable file writes (the `raftq-durable` crate, shared with the token file's writer).
 pub use raftq_durable as durable;
+pub mod backup;
 pub mod log_store;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
+pub use backup::BackupSource;
 pub use log_store::LogStore;
-pub use state_machine::{EffectsHook, SharedFsm, StateMachine};
+pub use snapshot::SnapshotData;
+pub use state_machine::{EffectsHook, SharedFsm, SnapshotInbox, StateMachine};
 pub use types::{Proposal, ProposalResult, TypeConfig};
 
 /// How both databases are opened (e.g. the test-only power-loss simulation).

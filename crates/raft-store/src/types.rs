@@ -46,8 +46,8 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
-/// A snapshot as shipped and stored: the postcard encoding of the state machine's chunks.
-pub type SnapshotData = Vec<u8>;
+/// A snapshot as shipped and stored: a handle on a snapshot file (see [`crate::snapshot`]).
+pub use crate::snapshot::SnapshotData;
 
 pub(crate) fn io_err(what: &str, e: impl fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))

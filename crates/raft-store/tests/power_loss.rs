@@ -80,7 +80,8 @@ fn digest(sm: &StateMachine) -> String {
 /// - `append/`: committed = 1 (not synced); log entries 0-3 (`append` reports them flushed
 ///   after `flush_wal(true)`); committed = 3 (not synced).
 /// - `log/`: log entries 0-3; the state machine (which never syncs) applies entries 0-2, a
-///   snapshot of them is saved to `snapshots/current` (a plain file, fsynced), the log is
+///   snapshot of them is saved to `snapshots/current` (a plain file, fsynced; the checkpoint
+///   it is built from flushes the state machine's memtables), the log is
 ///   purged up to 1 (the purge point is a synced write); committed = 3 (not synced); entry 3
 ///   is applied.
 #[test]
@@ -190,13 +191,15 @@ fn power_loss_sim_drops_unsynced_writes_on_kill() {
         );
         let committed = log.read_committed().await.unwrap();
         assert_eq!(committed, None, "un-synced write survived the kill");
-        // The state machine never syncs: all it applied is gone; the snapshot file stays.
-        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        // The state machine never syncs, but the snapshot build's checkpoint flushed its
+        // memtables (tables are synced files): it comes back at the snapshot's entry 2, and
+        // what it applied after (entry 3) is gone. The snapshot file stays.
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2)));
         let snap = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(snap.meta.last_log_id, Some(log_id(2)));
 
-        // openraft's start-up restores the state machine from the snapshot, which covers the
-        // purged entries: the state machine need not sync before the log is purged.
+        // openraft's start-up finds the state machine at the snapshot, which covers the purged
+        // entries, and goes on from the log after it.
         StorageHelper::new(&mut log, &mut sm)
             .with_id(1)
             .get_initial_state()

@@ -19,6 +19,7 @@
 //! - [`runner`]: `raftq runner`, reserve and run jobs until idle.
 
 mod add;
+mod backup;
 mod bench;
 mod cert;
 mod cluster;
@@ -78,6 +79,10 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Reserve and run jobs until idle.
     Runner(runner::RunnerArgs),
+    /// Write a backup of the queue (one applied index, with a checksum) from any node.
+    Backup(backup::BackupArgs),
+    /// Check a backup and seed the data directory of a new cluster's first node with it.
+    Restore(backup::RestoreArgs),
 }
 
 /// The cluster a command talks to.
@@ -185,6 +190,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Token(c) => token::run(c),
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Runner(a) => runner::run(a).await,
+        Cmd::Backup(a) => backup::run_backup(a).await,
+        Cmd::Restore(a) => backup::run_restore(a).await,
     }
 }
 

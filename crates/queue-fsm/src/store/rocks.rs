@@ -110,6 +110,31 @@ impl RocksStore {
         })
     }
 
+    /// Opens, read only, a store that [`checkpoint`](Self::checkpoint) made (or any store no
+    /// process has open for writing): what a snapshot build iterates.
+    pub fn open_read_only(path: &Path) -> Result<RocksStore, StoreError> {
+        let opts = Options::default();
+        let cfs = Space::ALL
+            .iter()
+            .map(|s| rocksdb::ColumnFamilyDescriptor::new(s.name(), cf_options()));
+        let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false).map_err(io)?;
+        Ok(RocksStore {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// A point-in-time copy of the whole store at `dir` (which must not exist yet), made of
+    /// hard links to the store's table files after a flush of its memtables: cheap in time and
+    /// memory whatever the store's size, and consistent at one write batch, so whatever the
+    /// batch stored beside the queue changes (the applied log id) is the copy's own. `dir` must
+    /// be on the store's file system.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(|e| StoreError::Io(format!("checkpoint at {}: {e}", dir.display())))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -226,3 +226,32 @@ fn a_hand_back_encodes_as_the_struct_variants_it_replaced() {
     let back: Command = postcard::from_bytes(&encode(&old_release)).unwrap();
     assert_eq!(back, new_release);
 }
+
+#[test]
+fn streamed_import_replaces_the_state_in_bounded_batches() {
+    let mut src = Fsm::open(MemStore::default(), FsmConfig::default()).unwrap();
+    run_log(&mut src);
+    let dir = tempfile::tempdir().unwrap();
+    let mut dst = Fsm::open(RocksStore::open(dir.path()).unwrap(), FsmConfig::default()).unwrap();
+    let old = Command::Add(AddJobs {
+        jobs: (0..50).map(|i| JobSpec::new(format!("old {i}"))).collect(),
+        ..AddJobs::default()
+    });
+    assert!(dst.apply(5, Request::new(None, old)).unwrap().0.is_ok());
+    dst.import_streamed(src.export(4096)).unwrap();
+    assert!(!dst.import_incomplete().unwrap());
+    assert_eq!(dst.digest().unwrap(), src.digest().unwrap());
+    assert_eq!(dst.meta(), src.meta());
+    dst.check_invariants().unwrap();
+
+    // an error from the source half way leaves the marker, which a second import clears
+    let failing = src
+        .export(4096)
+        .take(2)
+        .chain(std::iter::once(Err(crate::StoreError::Io("cut".into()))));
+    assert!(dst.import_streamed(failing).is_err());
+    assert!(dst.import_incomplete().unwrap());
+    dst.import_streamed(src.export(4096)).unwrap();
+    assert!(!dst.import_incomplete().unwrap());
+    assert_eq!(dst.digest().unwrap(), src.digest().unwrap());
+}

@@ -114,7 +114,7 @@ fn snapshot_moves_queue_state_to_another_replica() {
         let dst_dir = TempDir::new().unwrap();
         let (_, mut dst) = open_default(dst_dir.path()).unwrap();
         apply_all(&mut dst, vec![add_entry(1, &["stale"])]).await;
-        dst.install_snapshot(&snap.meta, snap.snapshot.clone())
+        dst.install_snapshot(&snap.meta, snap.snapshot.try_clone().unwrap())
             .await
             .unwrap();
         assert_eq!(digest(&dst), digest(&src));
@@ -167,7 +167,7 @@ fn a_late_build_never_replaces_a_newer_snapshot_file() {
         )
         .await;
         let mut late = sm.get_snapshot_builder().await;
-        sm.install_snapshot(&newer.meta, newer.snapshot.clone())
+        sm.install_snapshot(&newer.meta, newer.snapshot.try_clone().unwrap())
             .await
             .unwrap();
         let built = late.build_snapshot().await.unwrap();
@@ -187,5 +187,241 @@ fn a_late_build_never_replaces_a_newer_snapshot_file() {
             .unwrap_err();
         assert!(err.to_string().contains("snapshot file is newer"), "{err}");
         assert_eq!(digest(&sm), digest(&src));
+    });
+}
+
+/// A replica of 40 entries (80 jobs) and its snapshot file; `dir` holds both.
+async fn source_with_snapshot(dir: &std::path::Path) -> (StateMachine, types::Snapshot) {
+    let (_, mut src) = open_default(dir).unwrap();
+    let entries: Vec<_> = (1..=40)
+        .map(|i| add_entry(i, &[&format!("a {i}"), &format!("b {i}")]))
+        .collect();
+    apply_all(&mut src, entries).await;
+    let snap = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    (src, snap)
+}
+
+/// How a test spoils a snapshot file's bytes.
+type Damage = Box<dyn FnOnce(&mut Vec<u8>)>;
+
+/// A copy of `snap`'s file at `path`, changed by `damage`, as a snapshot to install.
+fn damaged_copy(
+    snap: &types::Snapshot,
+    path: &std::path::Path,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> SnapshotData {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut snap.snapshot.reader().unwrap(), &mut bytes).unwrap();
+    damage(&mut bytes);
+    std::fs::write(path, &bytes).unwrap();
+    SnapshotData::open(path).unwrap()
+}
+
+#[test]
+fn snapshot_file_round_trip_reports_what_it_holds() {
+    TypeConfig::run(async {
+        let dir = TempDir::new().unwrap();
+        let (src, snap) = source_with_snapshot(dir.path()).await;
+        let summary = snap.snapshot.verify().unwrap();
+        assert_eq!(summary.meta, snap.meta);
+        assert_eq!(summary.bytes, snap.snapshot.len().unwrap());
+        // every key of every keyspace, counted by the reader
+        let shared = src.fsm();
+        let fsm = state_machine::lock(&shared).unwrap();
+        let keys: u64 = queue_fsm::Space::ALL
+            .iter()
+            .map(|s| queue_fsm::StoreRead::scan(fsm.store(), *s, b"", b"").count() as u64)
+            .sum();
+        assert_eq!(summary.entries, keys);
+        // nothing staged is left behind: the checkpoint and the staged file are gone
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["current".to_string()]);
+    });
+}
+
+/// A corrupt, truncated or mislabelled snapshot is refused before the old state is touched:
+/// the replica keeps its digest, its applied log id and its snapshot file.
+#[test]
+fn a_bad_snapshot_is_refused_and_the_old_state_kept() {
+    TypeConfig::run(async {
+        let src_dir = TempDir::new().unwrap();
+        let (src, snap) = source_with_snapshot(src_dir.path()).await;
+
+        let dir = TempDir::new().unwrap();
+        let (_, mut dst) = open_default(dir.path()).unwrap();
+        apply_all(&mut dst, vec![add_entry(1, &["the old state"])]).await;
+        let before = digest(&dst);
+        let applied_before = dst.applied_state().await.unwrap().0;
+        let scratch = TempDir::new().unwrap();
+
+        let cases: Vec<(&str, Damage, &str)> = vec![
+            (
+                "a flipped byte",
+                Box::new(|b: &mut Vec<u8>| {
+                    let mid = b.len() / 2;
+                    b[mid] ^= 0x40;
+                }),
+                "",
+            ),
+            (
+                "a flipped trailer byte",
+                Box::new(|b: &mut Vec<u8>| {
+                    let last = b.len() - 1;
+                    b[last] ^= 1;
+                }),
+                "checksum mismatch",
+            ),
+            (
+                "cut short",
+                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 100)),
+                "truncated",
+            ),
+            (
+                "cut in the trailer",
+                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 5)),
+                "truncated",
+            ),
+            ("empty", Box::new(|b: &mut Vec<u8>| b.clear()), "truncated"),
+            (
+                "a frame length far past the end",
+                Box::new(|b: &mut Vec<u8>| {
+                    // magic, format, meta length, meta: then the first frame's length
+                    let meta_len = u32::from_be_bytes(b[12..16].try_into().unwrap()) as usize;
+                    let at = 16 + meta_len;
+                    b[at..at + 4].copy_from_slice(&(200u32 << 20).to_be_bytes());
+                }),
+                "truncated",
+            ),
+            (
+                "extra bytes",
+                Box::new(|b: &mut Vec<u8>| b.extend_from_slice(b"more")),
+                "after the checksum trailer",
+            ),
+        ];
+        for (i, (what, damage, says)) in cases.into_iter().enumerate() {
+            let path = scratch.path().join(format!("bad-{i}"));
+            let bad = damaged_copy(&snap, &path, damage);
+            let err = dst.install_snapshot(&snap.meta, bad).await.unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&path.display().to_string()), "{what}: {msg}");
+            assert!(msg.contains(says), "{what}: {msg}");
+            assert_eq!(digest(&dst), before, "{what}: the old state changed");
+            assert_eq!(
+                dst.applied_state().await.unwrap().0,
+                applied_before,
+                "{what}"
+            );
+            assert!(
+                dst.get_current_snapshot().await.unwrap().is_none(),
+                "{what}"
+            );
+        }
+        // a whole file whose meta is not the one asked for
+        let mut other = snap.meta.clone();
+        other.last_log_id = Some(openraft::testing::log_id::<TypeConfig>(1, 1, 39));
+        let err = dst
+            .install_snapshot(&other, snap.snapshot.try_clone().unwrap())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("asked for"), "{err}");
+        assert_eq!(digest(&dst), before);
+
+        // and the good one goes in
+        dst.install_snapshot(&snap.meta, snap.snapshot.try_clone().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(digest(&dst), digest(&src));
+    });
+}
+
+/// An install cut short (a crash in the middle of the streamed import) leaves the import
+/// marker: the replica then reports no applied state, so openraft installs the snapshot file
+/// (made current before the import began) again at start-up, and that repairs it.
+#[test]
+fn a_cut_short_install_is_installed_again_from_the_file() {
+    TypeConfig::run(async {
+        let src_dir = TempDir::new().unwrap();
+        let (src, snap) = source_with_snapshot(src_dir.path()).await;
+        let dir = TempDir::new().unwrap();
+        {
+            let (_, mut dst) = open_default(dir.path()).unwrap();
+            dst.install_snapshot(&snap.meta, snap.snapshot.try_clone().unwrap())
+                .await
+                .unwrap();
+        }
+        {
+            // what a crash half way leaves: the marker, and part of the state (here: the
+            // jobs keyspace is gone)
+            use queue_fsm::{Space, Store, StoreRead};
+            let mut store = queue_fsm::RocksStore::open(&dir.path().join("fsm")).unwrap();
+            let mut batch = vec![(
+                Space::Meta,
+                queue_fsm::snapshot::IMPORT_MARKER.to_vec(),
+                Some(vec![1]),
+            )];
+            for r in store.scan(Space::Jobs, b"", b"") {
+                batch.push((Space::Jobs, r.unwrap().0, None));
+            }
+            store.write(batch).unwrap();
+        }
+        let (_, mut dst) = open_default(dir.path()).unwrap();
+        assert_eq!(dst.applied_state().await.unwrap().0, None);
+        let current = dst.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+        dst.install_snapshot(&current.meta, current.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(dst.applied_state().await.unwrap().0, snap.meta.last_log_id);
+        assert_eq!(digest(&dst), digest(&src));
+        state_machine::lock(&dst.fsm())
+            .unwrap()
+            .check_invariants()
+            .unwrap();
+    });
+}
+
+/// A `snapshots/current` in the format before streaming (one postcard record) is rewritten in
+/// the stream format when the node opens, and installs as before.
+#[test]
+fn a_pre_stream_snapshot_file_is_upgraded_at_open() {
+    TypeConfig::run(async {
+        let src_dir = TempDir::new().unwrap();
+        let (src, snap) = source_with_snapshot(src_dir.path()).await;
+        let chunks: Vec<queue_fsm::snapshot::Chunk> = {
+            let shared = src.fsm();
+            let fsm = state_machine::lock(&shared).unwrap();
+            fsm.export(4096).collect::<Result<_, _>>().unwrap()
+        };
+        #[derive(serde::Serialize)]
+        struct LegacyRecord {
+            meta: types::SnapshotMeta,
+            data: Vec<u8>,
+        }
+        let legacy = LegacyRecord {
+            meta: snap.meta.clone(),
+            data: postcard::to_allocvec(&chunks).unwrap(),
+        };
+        let dir = TempDir::new().unwrap();
+        durable::create_dir_all(&dir.path().join("snapshots")).unwrap();
+        std::fs::write(
+            dir.path().join("snapshots/current"),
+            postcard::to_allocvec(&legacy).unwrap(),
+        )
+        .unwrap();
+        let (_, mut dst) = open_default(dir.path()).unwrap();
+        let current = dst.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+        dst.install_snapshot(&current.meta, current.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(digest(&dst), digest(&src));
     });
 }
