@@ -249,6 +249,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn other_requirements_that_would_break_the_group_encoding_are_refused() {
+        for (k, v, field) in [
+            ("a:b", "1", "requirements.other key"),
+            ("a=b", "1", "requirements.other key"),
+            ("gpu", "2~x", "requirements.other value"),
+            ("gpu", "a:1", "requirements.other value"),
+        ] {
+            let mut spec = JobSpec {
+                cmd: "true".into(),
+                ..JobSpec::default()
+            };
+            spec.requirements.other.insert(k.into(), v.into());
+            let e = crate::limits::validate_spec(&spec).unwrap_err();
+            assert_eq!(e.field, field, "{k}={v}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn the_longest_group_fits_a_reserve_and_parses_back() {
+        use crate::limits::{
+            MAX_LIMIT_GRPS_PER_JOB, MAX_NAME_BYTES, MAX_OTHER_REQUIREMENTS, MAX_SCHED_GROUP_BYTES,
+        };
+        let name =
+            |c: char, i: usize| format!("{i:03}{}", c.to_string().repeat(MAX_NAME_BYTES - 3));
+        let g = SchedGroup {
+            ram_mb: u64::MAX,
+            time_min: u64::MAX,
+            cores_milli: u32::MAX,
+            disk_gb: u32::MAX,
+            other: (0..MAX_OTHER_REQUIREMENTS)
+                .map(|i| (name('k', i), name('v', i)))
+                .collect(),
+            limit_grps: (0..MAX_LIMIT_GRPS_PER_JOB).map(|i| name('l', i)).collect(),
+        };
+        let e = g.encode();
+        assert!(e.len() <= MAX_SCHED_GROUP_BYTES, "{} bytes", e.len());
+        assert_eq!(SchedGroup::parse(&e).unwrap(), g);
+    }
+
+    #[test]
     fn an_absurd_report_neither_overflows_nor_passes_the_bounds() {
         let mut st = ReqStats::default();
         let report = RunReport {

@@ -26,6 +26,12 @@ pub const MAX_DEP_GRPS_PER_JOB: usize = 100;
 pub const MAX_LIMIT_GRPS_PER_JOB: usize = 16;
 /// Behaviours of one job.
 pub const MAX_BEHAVIOURS_PER_JOB: usize = 16;
+/// The longest scheduler group encoding (`SchedGroup::encode`: four numbers, every `other`
+/// entry and every limit group at their longest), which a Reserve may name.
+pub const MAX_SCHED_GROUP_BYTES: usize = 64
+    + MAX_OTHER_REQUIREMENTS * (2 * MAX_NAME_BYTES + 2)
+    + 1
+    + MAX_LIMIT_GRPS_PER_JOB * (MAX_NAME_BYTES + 1);
 /// Entries of `requirements.other`.
 pub const MAX_OTHER_REQUIREMENTS: usize = 32;
 /// RAM requirement (16 TiB).
@@ -205,6 +211,19 @@ fn validate_requirements(r: &Requirements) -> Result<(), FieldError> {
     for (k, v) in &r.other {
         name_ok("requirements.other key", k, false)?;
         text_ok("requirements.other value", v, MAX_NAME_BYTES)?;
+        // they go into the scheduler group's encoding (`SchedGroup`), which these separate
+        if let Some(c) = k.chars().find(|c| ":=~,".contains(*c)) {
+            return Err(FieldError::new(
+                "requirements.other key",
+                format!("{k:?} contains {c:?}; keys may not contain ':', '=', '~' or ','"),
+            ));
+        }
+        if let Some(c) = v.chars().find(|c| ":~,".contains(*c)) {
+            return Err(FieldError::new(
+                "requirements.other value",
+                format!("{v:?} contains {c:?}; values may not contain ':', '~' or ','"),
+            ));
+        }
     }
     Ok(())
 }

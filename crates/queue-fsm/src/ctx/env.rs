@@ -13,16 +13,26 @@ pub(super) fn env_refs_key(hash: &[u8; 32]) -> Vec<u8> {
 
 /// Applies `overrides` (`KEY=VALUE`) to `base`: a key that exists is replaced in place, a new
 /// one appended.
+///
+/// Linear in the entries (a map from key to its first slot): both lists can have a hundred
+/// thousand entries within the byte bounds, and every replica runs this in apply.
 pub(super) fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
+    fn key(e: &str) -> &str {
+        e.split_once('=').map_or(e, |(k, _)| k)
+    }
     let mut out: Vec<String> = base.to_vec();
+    let mut slot: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(out.len() + overrides.len());
+    for (i, e) in out.iter().enumerate() {
+        slot.entry(key(e).to_string()).or_insert(i);
+    }
     for o in overrides {
-        let k = o.split_once('=').map_or(o.as_str(), |(k, _)| k);
-        match out
-            .iter_mut()
-            .find(|e| e.split_once('=').map_or(e.as_str(), |(ek, _)| ek) == k)
-        {
-            Some(slot) => *slot = o.clone(),
-            None => out.push(o.clone()),
+        match slot.get(key(o)) {
+            Some(&i) => out[i] = o.clone(),
+            None => {
+                slot.insert(key(o).to_string(), out.len());
+                out.push(o.clone());
+            }
         }
     }
     out
@@ -67,5 +77,18 @@ impl Ctx<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_env;
+
+    #[test]
+    fn overrides_replace_in_place_and_new_keys_append() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let base = v(&["A=1", "B=2", "A=dup", "FLAG"]);
+        let merged = merge_env(&base, &v(&["B=3", "C=4", "A=5", "C=6", "FLAG=on"]));
+        assert_eq!(merged, v(&["A=5", "B=3", "A=dup", "FLAG=on", "C=6"]));
     }
 }

@@ -57,7 +57,7 @@ impl Ctx<'_> {
         }
         let groups: Vec<String> = match group {
             Some(g) => {
-                limits::check_text("group", &g, limits::MAX_NAME_BYTES * 4)?;
+                limits::check_text("group", &g, limits::MAX_SCHED_GROUP_BYTES)?;
                 vec![g]
             }
             None => {
