@@ -46,6 +46,14 @@ pub fn job_key(field: &str, s: &str) -> Result<JobKey, ConvertError> {
 
 /// Job keys; an error names `field[i]`.
 pub fn job_keys(field: &str, keys: &[String]) -> Result<Vec<JobKey>, ConvertError> {
+    // every list of keys (Get too, which no state machine check bounds) is bounded here
+    let max = queue_fsm::limits::MAX_KEYS_PER_REQUEST;
+    if keys.len() > max {
+        return Err(ConvertError::new(
+            field,
+            format!("has {} entries; the limit is {max}", keys.len()),
+        ));
+    }
     keys.iter()
         .enumerate()
         .map(|(i, k)| job_key(&format!("{field}[{i}]"), k))
@@ -210,6 +218,12 @@ mod tests {
     fn validation_names_the_field() {
         assert_eq!(field_of(env_hash("ab")), "env_hash");
         assert_eq!(field_of(env_hash(&"é".repeat(32))), "env_hash");
+    }
+
+    #[test]
+    fn a_list_of_keys_is_bounded() {
+        let too_many = vec![String::new(); queue_fsm::limits::MAX_KEYS_PER_REQUEST + 1];
+        assert_eq!(field_of(job_keys("keys", &too_many)), "keys");
     }
 
     #[test]
