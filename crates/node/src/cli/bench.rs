@@ -212,10 +212,15 @@ async fn runner_phase(
         .map(|i| {
             let mut j = job(format!("true {rep} {i}"), &rep);
             j.cwd = work.display().to_string();
-            // A scheduler group of their own (see `add_in_own_group`).
+            // A scheduler group of their own (see `add_in_own_group`): RAM no other phase
+            // asks for, and the user's values, not learned ones (learning from the first
+            // runner phase made the next phase's `true` jobs 100 MB, the group of the bulk
+            // add's 30,000 leftover jobs, so its runners worked through those first: the
+            // stall of issue 11's item 8).
             if let Some(r) = j.requirements.as_mut() {
                 r.ram_mb = 150 + runners as u32;
             }
+            j.r#override = 2;
             j
         })
         .collect();
