@@ -394,7 +394,7 @@ pub fn parse_line(
         return Ok(None);
     }
     if !t.starts_with('{') {
-        return Ok(Some(from_plain(t, d)));
+        return checked(line, from_plain(t, d)).map(Some);
     }
     let j: JsonJob = serde_json::from_str(t).map_err(|e| {
         let msg = e.to_string();
@@ -411,13 +411,26 @@ pub fn parse_line(
             reason: msg,
         }
     })?;
-    from_json(j, d)
-        .map(Some)
-        .map_err(|(field, reason)| LineError {
-            line,
-            field,
-            reason,
-        })
+    let spec = from_json(j, d).map_err(|(field, reason)| LineError {
+        line,
+        field,
+        reason,
+    })?;
+    checked(line, spec).map(Some)
+}
+
+/// `spec` if the queue would take it, checked here by the same conversion and bounds the
+/// node applies (all but what needs the queue's state, such as dependency cycles), so that a
+/// bad line stops `raftq add` before any batch is sent, not after some were added.
+fn checked(line: usize, spec: pb::JobSpec) -> Result<pb::JobSpec, LineError> {
+    let at = |field: String, reason: String| LineError {
+        line,
+        field,
+        reason,
+    };
+    let fsm = queue_fsm::JobSpec::try_from(spec.clone()).map_err(|e| at(e.field, e.reason))?;
+    queue_fsm::limits::validate_spec(&fsm).map_err(|e| at(e.field, e.reason))?;
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -485,6 +498,12 @@ mod tests {
         assert_eq!((e.line, e.field.as_str()), (7, "priority"));
         let e = parse_line(2, r#"{"cmd":"x","memory":"lots"}"#, &d).unwrap_err();
         assert_eq!(e.field, "memory");
+        // the queue's own bounds are checked on the line, before anything is sent
+        let long = format!(r#"{{"cmd":"x","rep_grp":"{}"}}"#, "g".repeat(1000));
+        let e = parse_line(4, &long, &d).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "rep_grp"), "{e:?}");
+        let e = parse_line(5, r#"{"cmd":"x","other":{"a:b":"1"}}"#, &d);
+        assert!(e.is_err(), "{e:?}");
         let e = parse_line(2, r#"{"cmd":"x","colour":"red"}"#, &d).unwrap_err();
         assert_eq!(e.field, "colour");
         let e = parse_line(2, r#"{"cwd":"/x"}"#, &d).unwrap_err();
