@@ -20,6 +20,9 @@ pub struct Browser {
     driver: Child,
     base: String,
     session: String,
+    /// chromedriver's and Chromium's TMPDIR (their profile and scratch directories), removed
+    /// with the browser so that runs leave nothing in /tmp.
+    _tmp: tempfile::TempDir,
 }
 
 impl Browser {
@@ -34,8 +37,12 @@ impl Browser {
             );
         }
         let port = raftq_local::free_port()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("raftq-chromium-")
+            .tempdir()?;
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -44,6 +51,7 @@ impl Browser {
             driver,
             base: format!("http://127.0.0.1:{port}"),
             session: String::new(),
+            _tmp: tmp,
         };
         let base = b.base.clone();
         raftq_local::wait_for(Duration::from_secs(30), Duration::from_millis(100), || {
