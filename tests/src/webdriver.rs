@@ -137,14 +137,28 @@ impl Browser {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{css} never appeared: {e}"))?;
-        let id = self.find(css).await?;
-        self.call(
-            "POST",
-            &self.at(&format!("/element/{id}/click")),
-            Some(json!({})),
-        )
-        .await
-        .map(drop)
+        // A live page re-renders lists as updates arrive: an element found a moment ago may
+        // be gone by the click ("stale element reference"); find it again until the deadline.
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let id = self.find(css).await?;
+            let r = self
+                .call(
+                    "POST",
+                    &self.at(&format!("/element/{id}/click")),
+                    Some(json!({})),
+                )
+                .await;
+            match r {
+                Err(e)
+                    if e.to_string().contains("stale element reference")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                r => return r.map(drop),
+            }
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
