@@ -188,7 +188,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cluster(c) => cluster::run(c).await,
         Cmd::Cert(c) => cert::run(c),
         Cmd::Token(c) => token::run(c),
-        Cmd::Bench(a) => bench::run(a).await,
+        // Interrupted, the run is dropped, and with it the local cluster it started (its
+        // nodes are killed): a killed bench used to leave three nodes running.
+        Cmd::Bench(a) => tokio::select! {
+            r = bench::run(a) => r,
+            _ = shutdown_signal() => anyhow::bail!("interrupted; the local cluster was stopped"),
+        },
         Cmd::Runner(a) => runner::run(a).await,
         Cmd::Backup(a) => backup::run_backup(a).await,
         Cmd::Restore(a) => backup::run_restore(a).await,
