@@ -579,21 +579,7 @@ async fn remove_jobs(
 /// `POST /rest/v1/jobs/kill`: asks the runners of the chosen reserved or running jobs to stop
 /// them (they end buried); buries lost ones.
 async fn kill_jobs(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
-    let p = Params::check(q, SELECT_PARAMS)?;
-    let keys = select(&s, &p, KeyAction::Kill).await?;
-    let count = if keys.is_empty() {
-        0
-    } else {
-        s.queue
-            .kill(tonic::Request::new(pb::KeysRequest {
-                request_id: request_id(),
-                keys,
-            }))
-            .await?
-            .into_inner()
-            .count
-    };
-    Ok(json_response(json!({ "count": count })))
+    counted_action(&s, q, Counted::Kill).await
 }
 
 /// `POST /rest/v1/jobs/retry`: puts the chosen buried jobs back in the queue.
@@ -601,19 +587,36 @@ async fn retry_jobs(
     State(s): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
+    counted_action(&s, q, Counted::Kick).await
+}
+
+/// The actions answered with how many jobs they changed.
+#[derive(Clone, Copy)]
+enum Counted {
+    Kill,
+    Kick,
+}
+
+/// Kill or Kick of the jobs the query selects, answered with how many it changed.
+async fn counted_action(s: &Shared, q: HashMap<String, String>, action: Counted) -> ApiResult {
     let p = Params::check(q, SELECT_PARAMS)?;
-    let keys = select(&s, &p, KeyAction::Kick).await?;
+    let on = match action {
+        Counted::Kill => KeyAction::Kill,
+        Counted::Kick => KeyAction::Kick,
+    };
+    let keys = select(s, &p, on).await?;
     let count = if keys.is_empty() {
         0
     } else {
-        s.queue
-            .kick(tonic::Request::new(pb::KeysRequest {
-                request_id: request_id(),
-                keys,
-            }))
-            .await?
-            .into_inner()
-            .count
+        let req = tonic::Request::new(pb::KeysRequest {
+            request_id: request_id(),
+            keys,
+        });
+        let r = match action {
+            Counted::Kill => s.queue.kill(req).await?,
+            Counted::Kick => s.queue.kick(req).await?,
+        };
+        r.into_inner().count
     };
     Ok(json_response(json!({ "count": count })))
 }
